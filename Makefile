@@ -1,0 +1,45 @@
+# fowm-ros: the two commands a new user needs are `make demo` and `make test`.
+# Every target sets the environment up first (idempotent; seconds when nothing changed).
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+export MUJOCO_GL ?= egl
+export FASTRTPS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/ros2_ws/src/fowm_bringup/config/fastdds.xml
+
+# Extra arguments for the demo, e.g. `make demo DEMO_ARGS="--task reach --preset paper"`.
+DEMO_ARGS ?=
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k planner -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test lint bench lock clean
+
+help:
+	@echo "make demo   - set up, then run the main job in the MuJoCo sim"
+	@echo "make test   - set up, lint, then run the whole test suite"
+	@echo "make bench  - set up, then run the benchmarks (writes bench-results/)"
+	@echo "make lint   - ruff"
+	@echo "make setup  - create .venv with every pinned dependency (idempotent)"
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(PY) -m fowm_bringup.demo $(DEMO_ARGS)
+
+test: setup lint
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	@$(VENV)/bin/ruff check .
+
+bench: setup
+	@$(PY) benchmarks/run_all.py
+
+# Re-pin constraints.txt from the current environment after changing requirements.txt.
+lock: setup
+	@( head -4 constraints.txt; $(VENV)/bin/pip freeze --exclude-editable \
+	   | grep -vE '^(rclpy|rosidl_[a-z_]+|[a-z]+_msgs|[a-z_]+_interfaces|std_srvs|rmw_dds_common)==' \
+	   | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' ) > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) build install log .pytest_cache .ruff_cache
