@@ -1,1 +1,3 @@
-"""The FOWM algorithm: TD-MPC world model, offline-to-online training and the uncertainty-regularised MPPI planner. Pure Python + PyTorch, no ROS."""
+"""The FOWM algorithm: TD-MPC world model, offline-to-online training and the uncertainty-
+regularised MPPI planner. Pure Python + PyTorch, no ROS.
+"""

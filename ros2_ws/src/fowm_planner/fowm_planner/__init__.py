@@ -1,1 +1,3 @@
-"""Realtime planner node: observation assembly, uncertainty-regularised MPPI, IK, safety, watchdog and weight hot-swap."""
+"""Realtime planner node: observation assembly, uncertainty-regularised MPPI, IK, safety, watchdog
+and weight hot-swap.
+"""

@@ -1,1 +1,3 @@
-"""Recorder, rosbag ingestion, offline pretraining and the online trainer node that pushes weights to the planner."""
+"""Recorder, rosbag ingestion, offline pretraining and the online trainer node that pushes weights
+to the planner.
+"""
