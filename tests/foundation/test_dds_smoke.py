@@ -65,8 +65,9 @@ def test_two_processes_exchange_joint_state(ros_processes):
 
 
 def test_in_process_node_sees_a_node_process(ros_processes, ros_node):
-    from fowm_testing import wait_for_messages
     from sensor_msgs.msg import JointState
+
+    from fowm_testing import wait_for_messages
 
     ros_processes.start([sys.executable, "-c", TALKER], "talker")
     first = wait_for_messages(ros_node, {"/smoke/joint_states": JointState}, timeout_s=60)
