@@ -1,4 +1,3 @@
-
 from setuptools import find_packages, setup
 
 PACKAGE = "fowm_sim"
@@ -20,6 +19,10 @@ setup(
     description="MuJoCo simulation of the xArm7 world (table, cube, goal, camera), the reach/push/lift tasks, scripted experts, a gymnasium env and a ROS 2 sim node.",
     license="MIT",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "fowm_sim_node = fowm_sim.sim_node:main",
+            "fowm-collect = fowm_sim.collect:main",
+            "fowm-teleop-sim = fowm_sim.teleop_sim:main",
+        ],
     },
 )

@@ -1,0 +1,204 @@
+"""Episode bags and the topic contract, without DDS: what we write is what ROS tools and our reader see."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fowm_xarm import topics
+from fowm_xarm.episode_bag import EpisodeBagError, EpisodeBagWriter, list_episode_bags, read_episode_bag
+from fowm_xarm.limits import JOINT_LOWER, JOINT_NAMES, JOINT_UPPER
+from fowm_xarm.topics import EpisodeEvent
+
+PERIOD_NS = 160_000_000
+INTRINSICS = dict(width=64, height=48, fx=60.0, fy=61.0, cx=32.0, cy=24.0)
+
+
+def _write_episode(path: Path, decisions: int = 5, close: bool = True) -> EpisodeBagWriter:
+    writer = EpisodeBagWriter(path, dict(task="reach", seed=7, noise=0.3))
+    writer.write(topics.EPISODE.name, 0, topics.episode_event_msg(EpisodeEvent("start", 0, "reach", 7)))
+    for k in range(decisions + 1):
+        t = k * PERIOD_NS
+        frame = np.full((48, 64, 3), k, np.uint8)
+        frame[0, 0] = (255, 0, 7)  # channel order must survive
+        writer.write(topics.IMAGE.name, t, topics.image_msg(t, frame))
+        writer.write(topics.CAMERA_INFO.name, t, topics.camera_info_msg(t, INTRINSICS))
+        writer.write(
+            topics.JOINT_STATES.name, t, topics.joint_state_msg(t, np.full(7, 0.1 * k), np.zeros(7), 1.0)
+        )
+        if k < decisions:
+            writer.write(
+                topics.ACTION.name, t, topics.action_msg(np.array([k, 0, 0, 1], np.float32) / decisions)
+            )
+            writer.write(
+                topics.JOINT_TRAJECTORY.name,
+                t,
+                topics.joint_trajectory_msg(t, np.full(7, 0.1 * (k + 1)), 0.16),
+            )
+            writer.write(topics.GRIPPER_COMMAND.name, t, topics.float32_msg(0.5))
+            writer.write(topics.REWARD.name, t + PERIOD_NS, topics.float32_msg(-k))
+    end = EpisodeEvent("end", 0, "reach", 7, success=True, episode_return=-10.0, steps=decisions)
+    writer.write(topics.EPISODE.name, decisions * PERIOD_NS, topics.episode_event_msg(end))
+    writer.update_metadata(success=True, episode_return=-10.0)
+    if close:
+        writer.close()
+    return writer
+
+
+def test_round_trip_decodes_every_topic(tmp_path):
+    path = tmp_path / "episode_000000"
+    _write_episode(path)
+    bag = read_episode_bag(path)
+    assert bag.metadata == dict(task="reach", seed=7, noise=0.3, success=True, episode_return=-10.0)
+    a = bag.arrays
+    assert a["image"].shape == (6, 48, 64, 3) and a["image"].dtype == np.uint8
+    assert tuple(a["image"][2, 0, 0]) == (255, 0, 7) and a["image"][2, 5, 5, 0] == 2
+    assert a["joint_position"].shape == (6, 8)
+    np.testing.assert_allclose(a["joint_position"][3, :7], 0.3)
+    assert a["joint_position"][0, 7] == 1.0
+    np.testing.assert_allclose(a["joint_target"][:, 0], 0.1 * np.arange(1, 6))
+    np.testing.assert_allclose(a["reward"], -np.arange(5))
+    assert a["action"].shape == (5, 4) and a["gripper_command"].shape == (5,)
+    assert bag.num_decisions == 5
+    assert [e.event for e in bag.events] == ["start", "end"] and bag.events[1].success is True
+    assert bag.camera_info == INTRINSICS
+    np.testing.assert_array_equal(bag.stamps_ns[topics.REWARD.name], PERIOD_NS * np.arange(1, 6))
+
+
+def test_independent_mcap_reader_sees_the_rosbag2_layout(tmp_path):
+    from mcap.reader import make_reader
+
+    path = tmp_path / "ep"
+    _write_episode(path, decisions=4)
+    files = sorted(p.name for p in path.iterdir())
+    assert files == ["ep.mcap", "metadata.yaml"]
+    counts: dict[str, int] = {}
+    schemas: dict[str, str] = {}
+    with open(path / "ep.mcap", "rb") as f:
+        reader = make_reader(f)
+        assert reader.get_header().profile == "ros2"
+        for schema, channel, _ in reader.iter_messages():
+            counts[channel.topic] = counts.get(channel.topic, 0) + 1
+            schemas[channel.topic] = schema.name
+            assert channel.message_encoding == "cdr" and schema.encoding == "ros2msg"
+    assert counts == {
+        topics.IMAGE.name: 5,
+        topics.CAMERA_INFO.name: 5,
+        topics.JOINT_STATES.name: 5,
+        topics.ACTION.name: 4,
+        topics.JOINT_TRAJECTORY.name: 4,
+        topics.GRIPPER_COMMAND.name: 4,
+        topics.REWARD.name: 4,
+        topics.EPISODE.name: 2,
+    }
+    assert schemas == {name: topics.TOPICS_BY_NAME[name].msgtype for name in counts}
+    meta = (path / "metadata.yaml").read_text()
+    assert "storage_identifier: mcap" in meta and "fowm_episode" in meta
+    # Sensor topics are offered best effort, commands reliable (ros2 bag play reuses these profiles).
+    assert "reliability: best_effort" in meta and "reliability: reliable" in meta
+    assert "durability: transient_local" in meta  # episode events are latched
+
+
+def test_cdr_bytes_deserialize_as_rclpy_messages():
+    """The sim node publishes these bytes raw; rclpy subscribers must decode them."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CameraInfo, Image, JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    img = deserialize_message(topics.image_msg(5, np.zeros((2, 3, 3), np.uint8)), Image)
+    assert (img.height, img.width, img.step, img.encoding) == (2, 3, 9, "rgb8")
+    js = deserialize_message(topics.joint_state_msg(10**9 + 3, np.arange(7.0), np.zeros(7), 0.25), JointState)
+    assert list(js.name) == [*JOINT_NAMES, "gripper"] and js.position[7] == 0.25
+    assert (js.header.stamp.sec, js.header.stamp.nanosec) == (1, 3)
+    traj = deserialize_message(topics.joint_trajectory_msg(0, np.ones(7), 0.16), JointTrajectory)
+    assert (
+        list(traj.joint_names) == list(JOINT_NAMES) and traj.points[0].time_from_start.nanosec == 160_000_000
+    )
+    info = deserialize_message(topics.camera_info_msg(0, INTRINSICS), CameraInfo)
+    assert info.k[0] == 60.0 and info.k[4] == 61.0 and info.p[2] == 32.0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "no_metadata", "bad_metadata"])
+def test_corrupt_bags_are_rejected_with_a_clear_error(tmp_path, damage):
+    path = tmp_path / "ep"
+    _write_episode(path)
+    mcap = path / "ep.mcap"
+    data = mcap.read_bytes()
+    if damage == "truncate":
+        mcap.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        mcap.write_bytes(b"\x00garbage" * 100)
+    elif damage == "no_metadata":
+        (path / "metadata.yaml").unlink()
+    else:
+        (path / "metadata.yaml").write_text("rosbag2_bagfile_information: [unclosed")
+    with pytest.raises(EpisodeBagError, match=str(path)):
+        read_episode_bag(path)
+
+
+def test_unfinished_episodes_never_look_complete(tmp_path):
+    _write_episode(tmp_path / "done")
+    _write_episode(tmp_path / "crashed", close=False)  # like a recorder killed mid-episode
+    assert [p.name for p in list_episode_bags(tmp_path)] == ["done"]
+    assert not (tmp_path / "crashed").exists()
+    with pytest.raises(EpisodeBagError, match="unfinished"):
+        read_episode_bag(tmp_path / ".partial" / "crashed")
+    with pytest.raises(RuntimeError), EpisodeBagWriter(tmp_path / "failed") as w:
+        w.write(topics.REWARD.name, 0, topics.float32_msg(1.0))
+        raise RuntimeError("episode failed")
+    assert not (tmp_path / "failed").exists() and not (tmp_path / ".partial" / "failed").exists()
+
+
+def test_writer_refuses_bad_use(tmp_path):
+    _write_episode(tmp_path / "ep")
+    with pytest.raises(EpisodeBagError, match="exists already"):
+        EpisodeBagWriter(tmp_path / "ep")
+    with EpisodeBagWriter(tmp_path / "other") as w:
+        with pytest.raises(EpisodeBagError, match="unknown topic /my/topic"):
+            w.write("/my/topic", 0, topics.float32_msg(1.0))
+        w.add_topic("/my/reward", topics.REWARD)  # a remapped topic is fine once registered
+        w.write("/my/reward", 0, topics.float32_msg(1.0))
+        with pytest.raises(ValueError, match="JSON"):
+            w.update_metadata(bad=object())
+    assert read_episode_bag(tmp_path / "other").messages["/my/reward"][0].data == 1.0
+
+
+def test_episode_events_round_trip_and_reject_bad_payloads():
+    end = EpisodeEvent("end", 3, "push", 12, success=False, episode_return=-4.5, steps=25)
+    assert EpisodeEvent.from_json(end.to_json()) == end
+    assert json.loads(EpisodeEvent("start", 0, "lift", 1).to_json()) == {
+        "event": "start",
+        "episode": 0,
+        "task": "lift",
+        "seed": 1,
+    }
+    with pytest.raises(ValueError, match="must be one of"):
+        EpisodeEvent("stop", 0, "reach")
+    with pytest.raises(ValueError, match="not JSON"):
+        EpisodeEvent.from_json("{oops")
+    with pytest.raises(ValueError, match="lacks keys"):
+        EpisodeEvent.from_json('{"event": "start"}')
+
+
+def test_trajectory_validation_names_the_problem():
+    class Point:
+        def __init__(self, positions):
+            self.positions = positions
+
+    q = (JOINT_LOWER + JOINT_UPPER) / 2
+    names = list(JOINT_NAMES)
+    reordered = topics.trajectory_targets(names[::-1], [Point(q[::-1])], JOINT_LOWER, JOINT_UPPER)
+    np.testing.assert_array_equal(reordered, q)
+    cases = {
+        "joint names": ([*names[:6], "gripper"], [Point(q)]),
+        "no points": (names, []),
+        "positions for": (names, [Point(q[:5])]),
+        "NaN": (names, [Point(np.where(np.arange(7) == 2, np.nan, q))]),
+        "joint4": (names, [Point(np.where(np.arange(7) == 3, JOINT_UPPER[3] + 0.1, q))]),
+    }
+    for message, (n, points) in cases.items():
+        with pytest.raises(ValueError, match=message):
+            topics.trajectory_targets(n, points, JOINT_LOWER, JOINT_UPPER)
