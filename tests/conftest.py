@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+# MuJoCo picks its GL backend at first import: headless EGL unless the user chose otherwise.
+os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fowm_testing import (

@@ -1,0 +1,97 @@
+"""Configuration of the simulated xArm7 world."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fowm_xarm.limits import WorkspaceLimits
+
+TASKS = ("reach", "push", "lift")
+
+
+@dataclass
+class SimConfig:
+    """Everything that shapes an XArmTaskEnv episode; defaults follow FOWM's xArm setup."""
+
+    task: str = "reach"
+    """Task name: one of 'reach', 'push', 'lift'."""
+    control_period: float = 0.16
+    """Seconds between decisions (6.25 Hz, as in FOWM)."""
+    episode_length: int = 25
+    """Decisions per episode; the episode is truncated after this many."""
+    max_delta_m: float = 0.05
+    """End-effector displacement (m) commanded by an action component of +-1."""
+    physics_timestep: float = 0.002
+    """MuJoCo timestep (s); control_period must be a whole multiple of it."""
+    ramp_fraction: float = 0.75
+    """Fraction of the control period over which joint targets are ramped in (the rest settles)."""
+    image_size: int = 84
+    """Side of the square rgb observation fed to the model."""
+    camera_width: int = 640
+    """Width of the full colour frame (D435 colour stream)."""
+    camera_height: int = 480
+    """Height of the full colour frame."""
+    camera_fovy_deg: float = 42.5
+    """Vertical field of view of the colour camera (D435 colour at 4:3 is ~55 x 42.5 deg)."""
+    camera_pos: tuple[float, float, float] = (1.05, -0.35, 0.62)
+    """Camera position in the robot base frame (m): in front of the robot and to its right."""
+    camera_lookat: tuple[float, float, float] = (0.40, 0.0, 0.19)
+    """Point the camera's optical axis passes through (m)."""
+    obs_from_full_frame: bool = True
+    """True: rgb obs = preprocess_rgb(full 640x480 frame), exactly the real robot's path.
+    False: render a square image_size frame directly with the same field of view (faster)."""
+    initial_ee_noise_m: float = 0.02
+    """Half-width of the uniform noise on the TCP start position around (0.4, 0, 0.25)."""
+    cube_half_size_m: float = 0.025
+    """Half the edge of the manipulated cube (5 cm cube)."""
+    cube_mass_kg: float = 0.1
+    """Mass of the cube."""
+    workspace: WorkspaceLimits = field(default_factory=WorkspaceLimits)
+    """Box the TCP is kept inside."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"SimConfig.task must be one of {TASKS}, got {self.task!r}")
+        if self.control_period <= 0 or self.physics_timestep <= 0:
+            raise ValueError("SimConfig.control_period and physics_timestep must be > 0")
+        ratio = self.control_period / self.physics_timestep
+        if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+            raise ValueError(
+                f"SimConfig.control_period ({self.control_period}) must be a whole multiple of "
+                f"physics_timestep ({self.physics_timestep})"
+            )
+        if self.episode_length < 1:
+            raise ValueError(f"SimConfig.episode_length must be >= 1, got {self.episode_length}")
+        if not 0 < self.max_delta_m <= 0.2:
+            raise ValueError(f"SimConfig.max_delta_m must be in (0, 0.2] m, got {self.max_delta_m}")
+        if not 0 < self.ramp_fraction <= 1:
+            raise ValueError(f"SimConfig.ramp_fraction must be in (0, 1], got {self.ramp_fraction}")
+        if self.image_size < 8:
+            raise ValueError(f"SimConfig.image_size must be >= 8, got {self.image_size}")
+        if min(self.camera_width, self.camera_height) < self.image_size:
+            raise ValueError(
+                f"camera frame {self.camera_width}x{self.camera_height} is smaller than image_size "
+                f"{self.image_size}"
+            )
+        if not 1 < self.camera_fovy_deg < 170:
+            raise ValueError(f"SimConfig.camera_fovy_deg must be in (1, 170), got {self.camera_fovy_deg}")
+        if np.linalg.norm(np.subtract(self.camera_lookat, self.camera_pos)) < 1e-3:
+            raise ValueError("SimConfig.camera_lookat must differ from camera_pos")
+        if self.initial_ee_noise_m < 0 or self.initial_ee_noise_m > 0.1:
+            raise ValueError(
+                f"SimConfig.initial_ee_noise_m must be in [0, 0.1] m, got {self.initial_ee_noise_m}"
+            )
+        if not 0.01 <= self.cube_half_size_m <= 0.035:
+            raise ValueError(
+                f"SimConfig.cube_half_size_m must be in [0.01, 0.035] m (the gripper opens to 0.08 m), "
+                f"got {self.cube_half_size_m}"
+            )
+        if self.cube_mass_kg <= 0:
+            raise ValueError(f"SimConfig.cube_mass_kg must be > 0, got {self.cube_mass_kg}")
+
+    @property
+    def substeps(self) -> int:
+        """Physics steps per decision."""
+        return round(self.control_period / self.physics_timestep)
