@@ -1,0 +1,228 @@
+"""TOLD world model: encoders h, dynamics d, reward R, policy pi, Q-ensemble, value V,
+plus EMA target copies of the encoder and the Q-ensemble. One nn.Module.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fowm_core.config import ModelConfig
+from fowm_core.specs import RGB_KEY, STATE_KEY, ObservationSpec
+
+# torch's CPU mish and tanh kernels are 3-4x slower than its sigmoid kernel (measured on the 2-core
+# CPU, fp32 and bf16), and the planner spends much of its time in them. Both are rewritten through a
+# sigmoid: the same functions up to float rounding (max abs error ~1e-6).
+
+
+def fast_tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 sigmoid(2x) - 1."""
+    if torch.is_grad_enabled():
+        return 2.0 * torch.sigmoid(2.0 * x) - 1.0
+    return torch.sigmoid(2.0 * x).mul_(2.0).sub_(1.0)
+
+
+class Mish(nn.Module):
+    """x tanh(softplus(x)) = x (1 - s^2) / (1 + s^2) with s = sigmoid(-x) (stable for any x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s2 = torch.sigmoid(-x).square()
+        if torch.is_grad_enabled():
+            return x * (1.0 - s2) / (1.0 + s2)
+        num = 1.0 - s2  # no autograd: reuse buffers in place
+        return num.div_(s2.add_(1.0)).mul_(x)
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """Linear -> LN -> Mish -> Linear -> LN -> Mish -> Linear."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), Mish(),
+        nn.Linear(hidden, hidden), nn.LayerNorm(hidden), Mish(),
+        nn.Linear(hidden, out_dim),
+    )  # fmt: skip
+
+
+class EnsembleLinear(nn.Module):
+    """E independent Linear layers evaluated as one batched matmul: (E, N, in) -> (E, N, out)."""
+
+    def __init__(self, num: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num, in_dim, out_dim))  # (E, in, out)
+        self.bias = nn.Parameter(torch.zeros(num, 1, out_dim))  # (E, 1, out)
+        with torch.no_grad():
+            for i in range(num):
+                # orthogonal init of each member, in nn.Linear's (out, in) orientation
+                self.weight[i].copy_(nn.init.orthogonal_(torch.empty(out_dim, in_dim)).T)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # (N, in) shared by all members: broadcast without copying
+            x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm with a separate affine transform per ensemble member: (E, N, D) -> (E, N, D)."""
+
+    def __init__(self, num: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(num, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:]), self.weight)
+
+
+class QEnsemble(nn.Module):
+    """num_q Q heads (Linear -> LN -> Tanh -> Linear -> ELU -> Linear(1)), computed together."""
+
+    def __init__(self, num: int, in_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.l1 = EnsembleLinear(num, in_dim, hidden)
+        self.ln = EnsembleLayerNorm(num, hidden)
+        self.l2 = EnsembleLinear(num, hidden, hidden)
+        self.l3 = EnsembleLinear(num, hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, in) -> (E, N, 1). The planner evaluates this on (H+1) x samples rows at every
+        # iteration, so the Tanh is folded into its neighbours instead of costing 4 elementwise passes:
+        # tanh(y) = 2 s - 1 with s = sigmoid(2y), y = LN(h) w + b, hence
+        # l2(tanh(y)) = s @ 2 W2 + (b2 - 1 @ W2), and the 2y comes from scaling the LN affine.
+        h = F.layer_norm(self.l1(x), (self.l2.weight.shape[1],))  # (E, N, D)
+        s = torch.sigmoid(torch.addcmul(2.0 * self.ln.bias, h, 2.0 * self.ln.weight))
+        l2 = self.l2
+        # (baddbmm's alpha=2 would copy the (E, N, D) product; scaling the (E, D, D) weight is cheaper)
+        h = torch.baddbmm(l2.bias - l2.weight.sum(1, keepdim=True), s, 2.0 * l2.weight)
+        return self.l3(F.elu(h))
+
+
+class ImageEncoder(nn.Module):
+    """uint8 (.., C, H, W) -> float features; 4 conv layers k7s2, k5s2, k3s2, k3s2 with ReLU."""
+
+    def __init__(self, shape: tuple[int, ...], channels: int, latent_dim: int) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.convs = nn.Sequential(
+            nn.Conv2d(c, channels, 7, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 5, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
+        )  # fmt: skip
+        with torch.no_grad():
+            try:
+                flat = self.convs(torch.zeros(1, c, h, w)).numel()
+            except RuntimeError:
+                raise ValueError(f"image shape {shape} is too small for the 4-layer conv encoder") from None
+        self.head = nn.Linear(flat, latent_dim)
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-3]
+        x = x.reshape(-1, *self.shape).to(self.head.weight.dtype) / 255.0 - 0.5
+        x = self.convs(x).flatten(1)
+        return self.head(x).reshape(*lead, -1)
+
+
+class WorldModel(nn.Module):
+    """TOLD. Every method accepts arbitrary leading (batch/time) dims."""
+
+    def __init__(self, cfg: ModelConfig, obs_spec: ObservationSpec, action_dim: int) -> None:
+        super().__init__()
+        if action_dim < 1:
+            raise ValueError(f"action_dim must be >= 1, got {action_dim}")
+        self.cfg, self.obs_spec, self.action_dim = cfg, obs_spec, action_dim
+        L, D = cfg.latent_dim, cfg.mlp_dim
+        encoders: dict[str, nn.Module] = {}
+        if RGB_KEY in obs_spec.modalities:
+            encoders[RGB_KEY] = ImageEncoder(obs_spec.modalities[RGB_KEY].shape, cfg.num_channels, L)
+        if STATE_KEY in obs_spec.modalities:
+            (sdim,) = obs_spec.modalities[STATE_KEY].shape
+            encoders[STATE_KEY] = nn.Sequential(
+                nn.Linear(sdim, cfg.state_enc_dim), nn.ELU(), nn.Linear(cfg.state_enc_dim, L)
+            )
+        self.encoders = nn.ModuleDict(encoders)
+        # Each modality's latent ends in LayerNorm + Sigmoid before averaging.
+        self.enc_norms = nn.ModuleDict({k: nn.LayerNorm(L) for k in encoders})
+        self.dynamics = nn.Sequential(mlp(L + action_dim, D, L), nn.LayerNorm(L), nn.Sigmoid())
+        self.reward_head = mlp(L + action_dim, D, 1)
+        self.policy = mlp(L, D, action_dim)
+        self.value = mlp(L, D, 1)
+        self.qs = QEnsemble(cfg.num_q, L + action_dim, D)
+        self._init_weights()
+        # EMA targets: plain attributes in a ModuleDict so they appear in state_dict / get_weights.
+        self.target = nn.ModuleDict(
+            {"encoders": copy.deepcopy(self.encoders), "enc_norms": copy.deepcopy(self.enc_norms),
+             "qs": copy.deepcopy(self.qs)}
+        )  # fmt: skip
+        self.target.requires_grad_(False)
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.orthogonal_(
+                    m.weight, gain=nn.init.calculate_gain("relu") if isinstance(m, nn.Conv2d) else 1.0
+                )
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.reward_head[-1].weight)
+        nn.init.zeros_(self.qs.l3.weight)
+
+    # -- encoders -------------------------------------------------------------------------------
+    def encode(self, obs: dict[str, torch.Tensor], target: bool = False) -> torch.Tensor:
+        """obs[k]: (*lead, *spec.shape) -> z: (*lead, latent_dim). Images stay uint8 until here."""
+        encoders = self.target["encoders"] if target else self.encoders
+        norms = self.target["enc_norms"] if target else self.enc_norms
+        zs = []
+        for k, enc in encoders.items():
+            x = obs[k] if k == RGB_KEY else obs[k].to(self._dtype())  # uint8 images are scaled inside
+            zs.append(torch.sigmoid(norms[k](enc(x))))
+        return zs[0] if len(zs) == 1 else torch.stack(zs).mean(0)
+
+    @property
+    def num_q(self) -> int:
+        return self.cfg.num_q
+
+    def _dtype(self) -> torch.dtype:
+        return self.policy[0].weight.dtype
+
+    # -- latent heads ---------------------------------------------------------------------------
+    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.dynamics(torch.cat([z, a], -1))
+
+    def reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.reward_head(torch.cat([z, a], -1))
+
+    def pi(self, z: torch.Tensor) -> torch.Tensor:
+        return fast_tanh(self.policy(z))
+
+    def v(self, z: torch.Tensor) -> torch.Tensor:
+        return self.value(z)
+
+    def q_all(self, z: torch.Tensor, a: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """All members in one batched computation: (*lead, L), (*lead, A) -> (num_q, *lead, 1)."""
+        x = torch.cat([z, a], -1)
+        lead = x.shape[:-1]
+        q = (self.target["qs"] if target else self.qs)(x.reshape(-1, x.shape[-1]))
+        return q.reshape(q.shape[0], *lead, 1)
+
+    def q_min(
+        self, z: torch.Tensor, a: torch.Tensor, target: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """minQ: min of two members drawn at random (without replacement). (*lead, 1).
+        `generator` is a CPU generator (the draw is two integers)."""
+        q = self.q_all(z, a, target)
+        idx = torch.randperm(q.shape[0], generator=generator)[:2].to(q.device)
+        return q.index_select(0, idx).min(0).values
+
+    # -- EMA -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def ema_update(self, tau: float) -> None:
+        """target <- (1 - tau) * target + tau * online, for the encoders and the Q-ensemble."""
+        for name, online in (("encoders", self.encoders), ("enc_norms", self.enc_norms), ("qs", self.qs)):
+            tgt = list(self.target[name].parameters())
+            src = list(online.parameters())
+            torch._foreach_lerp_(tgt, src, tau)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("target."))

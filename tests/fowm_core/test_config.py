@@ -1,0 +1,97 @@
+"""Config presets, overrides and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from fowm_core.config import FOWMConfig, PlannerConfig, config_hash, config_to_dict, load_config
+
+
+def test_paper_preset_equals_defaults_and_has_the_published_numbers() -> None:
+    cfg = load_config("paper")
+    assert cfg == FOWMConfig()
+    assert (cfg.planner.num_samples, cfg.planner.num_pi_trajs, cfg.planner.num_elites) == (512, 51, 50)
+    assert (cfg.planner.horizon, cfg.planner.iterations, cfg.planner.temperature) == (5, 6, 0.5)
+    assert (cfg.optim.consistency_coef, cfg.optim.reward_coef, cfg.optim.q_coef, cfg.optim.v_coef) == (
+        20.0,
+        0.5,
+        0.1,
+        0.1,
+    )
+    o = cfg.optim
+    assert (o.lr, o.expectile, o.awr_beta, o.discount) == (3e-4, 0.9, 3.0, 0.9)
+    assert cfg.model.num_q == 5 and cfg.schedule.offline_updates == 25_000
+
+
+def test_realtime_preset_is_smaller_but_keeps_the_ensemble() -> None:
+    rt, paper = load_config("realtime-cpu"), load_config("paper")
+    assert rt.planner.dtype == "bfloat16"
+    assert rt.model.num_q == paper.model.num_q
+    assert rt.planner.num_samples < paper.planner.num_samples
+    assert config_hash(rt) != config_hash(paper)  # different mlp_dim: weights not interchangeable
+
+
+def test_nested_overrides_apply_and_yaml_roundtrip(tmp_path) -> None:
+    import yaml
+
+    cfg = load_config("paper", {"planner": {"dtype": "bfloat16", "num_samples": 64}, "seed": 7})
+    assert cfg.planner.dtype == "bfloat16" and cfg.planner.num_samples == 64 and cfg.seed == 7
+    assert cfg.planner.horizon == 5  # untouched siblings keep the preset value
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    assert load_config(str(path)) == cfg
+
+
+def test_config_hash_tracks_model_fields_only() -> None:
+    base = load_config("paper")
+    other_planner = load_config("paper", {"planner": {"num_samples": 8, "num_elites": 4}})
+    assert config_hash(base) == config_hash(other_planner)
+    assert config_hash(base) != config_hash(load_config("paper", {"model": {"latent_dim": 64}}))
+    assert len(config_hash(base)) == 64
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"planner": {"horizn": 3}}, "planner.horizn"),
+        ({"optimm": {}}, "optimm"),
+        ({"model": {"mlp_dim": 128, "extra": {"deep": 1}}}, "model.extra"),
+    ],
+)
+def test_unknown_key_error_names_the_dotted_key(overrides: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+        load_config("paper", overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"planner": {"horizon": 0}}, "planner.horizon"),
+        ({"planner": {"horizon": 2.5}}, "planner.horizon"),
+        ({"planner": {"horizon": True}}, "planner.horizon"),
+        ({"planner": {"dtype": "float16"}}, "planner.dtype"),
+        ({"planner": {"compile": "yes"}}, "planner.compile"),
+        ({"planner": {"num_elites": 1000}}, "num_elites"),
+        ({"planner": {"min_std": 3.0}}, "min_std"),
+        ({"optim": {"expectile": 1.5}}, "optim.expectile"),
+        ({"optim": {"lr": "fast"}}, "optim.lr"),
+        ({"model": {"num_q": 1}}, "model.num_q"),
+        ({"mode": "sac"}, "mode"),
+        ({"device": "tpu:x"}, "device"),
+        ({"schedule": {"offline_fraction": 2.0}}, "offline_fraction"),
+        ({"planner": 5}, "planner"),
+    ],
+)
+def test_bad_values_are_rejected_with_clear_messages(overrides: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        load_config("paper", overrides)
+
+
+def test_unknown_preset_or_missing_file_is_an_error() -> None:
+    with pytest.raises(ValueError, match="neither a preset"):
+        load_config("no-such-preset")
+
+
+def test_dataclasses_validate_when_built_directly() -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        PlannerConfig(temperature=0.0)
