@@ -1,0 +1,202 @@
+"""Benchmark of fowm_core on this machine: matmul peak, plan latency, training throughput.
+
+    python benchmarks/bench_core.py [--quick] [--out bench-results]
+
+Writes <out>/core.json and <out>/core.md. Not a test: numbers depend on the machine and its load.
+Plan latency is reported next to plan_flops and the achieved GFLOP/s as a fraction of the
+matmul peak of the same dtype and device measured in the same run, so ratios stay meaningful
+on a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fowm_core.agent import FOWMAgent
+from fowm_core.buffer import Episode, EpisodeBuffer
+from fowm_core.config import load_config
+from fowm_core.planner import plan_flops
+from fowm_core.specs import ObservationSpec
+
+ACTION_DIM = 4  # xArm: end-effector xyz delta + gripper
+RGB_STATE = ObservationSpec.make(rgb=(3, 84, 84), state_dim=8)
+STATE_ONLY = ObservationSpec.make(state_dim=8)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int, device: str) -> list[float]:
+    """Wall-clock seconds of each of `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def matmul_gflops(dtype: torch.dtype, device: str, n: int, repeats: int) -> float:
+    """Best-of-`repeats` throughput of an n x n x n matmul (2 n^3 FLOP)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    times = timed(lambda: torch.mm(a, b), repeats, warmup=2, device=device)
+    return 2.0 * n**3 / min(times) / 1e9
+
+
+def percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def bench_plan(preset: str, dtype: str, device: str, plans: int, matmul_n: int) -> dict[str, Any]:
+    """Plan latency of `preset` in `dtype`; the matmul peak it is compared with is measured right
+    before and right after (best of both), since other load on a shared machine drifts."""
+    cfg = load_config(preset, {"planner": {"dtype": dtype}, "device": device})
+    agent = FOWMAgent(cfg, RGB_STATE, ACTION_DIM)
+    rng = np.random.default_rng(0)
+    obs = {
+        "rgb": rng.integers(0, 256, (3, 84, 84), dtype=np.uint8),
+        "state": rng.standard_normal(8).astype(np.float32),
+    }
+    agent.act(obs, first_step=True, explore=False)  # builds the planner's model copy
+    torch_dtype = getattr(torch, dtype)
+    peak = matmul_gflops(torch_dtype, device, matmul_n, repeats=3)
+    times = timed(lambda: agent.act(obs, first_step=False, explore=False), plans, warmup=2, device=device)
+    peak = max(peak, matmul_gflops(torch_dtype, device, matmul_n, repeats=3))
+    flops = plan_flops(cfg, RGB_STATE, ACTION_DIM)
+    p50 = statistics.median(times)
+    achieved = flops / p50 / 1e9
+    return {
+        "preset": preset, "dtype": dtype, "device": device, "plans": plans,
+        "p50_ms": 1e3 * p50, "p99_ms": 1e3 * percentile(times, 99), "plan_gflop": flops / 1e9,
+        "achieved_gflops": achieved, "matmul_peak_gflops": peak, "fraction_of_peak": achieved / peak,
+    }  # fmt: skip
+
+
+def synthetic_buffer(
+    spec: ObservationSpec, horizon: int, episodes: int = 40, steps: int = 25
+) -> EpisodeBuffer:
+    rng = np.random.default_rng(0)
+    buf = EpisodeBuffer(spec, ACTION_DIM, episodes * (steps + 1), horizon)
+    for _ in range(episodes):
+        obs = {}
+        if "rgb" in spec.modalities:
+            obs["rgb"] = rng.integers(0, 256, (steps + 1, 3, 84, 84), dtype=np.uint8)
+        obs["state"] = rng.standard_normal((steps + 1, 8)).astype(np.float32)
+        action = rng.uniform(-1, 1, (steps, ACTION_DIM)).astype(np.float32)
+        buf.add(Episode(obs, action, rng.standard_normal(steps).astype(np.float32), truncated=True))
+    return buf
+
+
+def bench_updates(preset: str, spec_name: str, device: str, updates: int) -> dict[str, Any]:
+    spec = RGB_STATE if spec_name == "rgb+state" else STATE_ONLY
+    cfg = load_config(preset, {"device": device})
+    agent = FOWMAgent(cfg, spec, ACTION_DIM)
+    buf = synthetic_buffer(spec, cfg.optim.horizon)
+    rng = np.random.default_rng(0)
+    # Sampling is timed together with the update: it is part of the training loop's cost.
+    def step() -> None:
+        agent.update(buf.sample(cfg.optim.batch_size, rng))
+
+    times = timed(step, updates, warmup=2, device=device)
+    sample_times = timed(lambda: buf.sample(cfg.optim.batch_size, rng), 20, warmup=2, device="cpu")
+    return {
+        "preset": preset, "obs": spec_name, "device": device, "batch_size": cfg.optim.batch_size,
+        "updates_per_s": 1.0 / statistics.median(times), "sample_ms": 1e3 * statistics.median(sample_times),
+    }  # fmt: skip
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    lines = [
+        f"# fowm_core benchmark ({res['date']}, {res['machine']})",
+        "",
+        f"torch {res['torch']}, {res['threads']} threads. Matmul {res['matmul_n']}^3, best of runs:",
+        "",
+        "| device | dtype | matmul GFLOP/s |",
+        "|---|---|---|",
+    ]
+    for key, v in res["matmul_gflops"].items():
+        dev, dt = key.split("/")
+        lines.append(f"| {dev} | {dt} | {v:.0f} |")
+    lines += [
+        "",
+        "Plan latency (one `agent.act`, rgb 84x84 + state, 4-D action); the matmul peak of each row is",
+        "re-measured right before and after it (best of both):",
+        "",
+        "| preset | device | dtype | p50 ms | p99 ms | plan GFLOP | GFLOP/s | matmul peak | fraction |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["plan"]:
+        lines.append(
+            f"| {r['preset']} | {r['device']} | {r['dtype']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['plan_gflop']:.1f} | {r['achieved_gflops']:.0f} | {r['matmul_peak_gflops']:.0f} | "
+            f"{r['fraction_of_peak']:.2f} |"
+        )
+    lines += ["", "Training throughput (sampling + one update):", "",
+              "| preset | obs | device | batch | updates/s | sample ms |", "|---|---|---|---|---|---|"]
+    for r in res["updates"]:
+        lines.append(
+            f"| {r['preset']} | {r['obs']} | {r['device']} | {r['batch_size']} | "
+            f"{r['updates_per_s']:.2f} | {r['sample_ms']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute on 2 cores)")
+    parser.add_argument("--out", default="bench-results", help="output folder for core.json and core.md")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    plans, updates, mm_reps, n = (3, 2, 3, 1024) if args.quick else (20, 8, 10, 2048)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    res: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick, "matmul_n": n,
+        "matmul_gflops": {}, "plan": [], "updates": [],
+    }  # fmt: skip
+    for dev in devices:
+        for dt in ("float32", "bfloat16"):
+            res["matmul_gflops"][f"{dev}/{dt}"] = g = matmul_gflops(getattr(torch, dt), dev, n, mm_reps)
+            print(f"matmul {dev} {dt}: {g:.0f} GFLOP/s", flush=True)
+    for dev in devices:
+        for preset in ("realtime-cpu", "paper"):
+            for dt in ("float32", "bfloat16"):
+                r = bench_plan(preset, dt, dev, plans, n)
+                res["plan"].append(r)
+                frac = r["fraction_of_peak"]
+                print(f"plan {preset} {dev} {dt}: p50 {r['p50_ms']:.1f} ms, {frac:.2f} of peak", flush=True)
+        for preset in ("realtime-cpu", "paper"):
+            for spec_name in ("state", "rgb+state"):
+                r = bench_updates(preset, spec_name, dev, updates)
+                res["updates"].append(r)
+                print(f"update {preset} {spec_name} {dev}: {r['updates_per_s']:.2f}/s", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "core.json").write_text(json.dumps(res, indent=2))
+    (out / "core.md").write_text(to_markdown(res))
+    print(f"wrote {out / 'core.json'} and {out / 'core.md'}")
+
+
+if __name__ == "__main__":
+    main()

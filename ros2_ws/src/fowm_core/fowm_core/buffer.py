@@ -1,0 +1,400 @@
+"""Episode storage and sampling of H+1-step training windows.
+
+`EpisodeBuffer` keeps whole episodes in preallocated numpy arrays (a ring of observation
+slots, oldest episodes evicted first) and samples windows uniformly over all valid start
+steps; FOWM samples uniformly in its offline-to-online setting, so no prioritisation here.
+`BalancedSampler` draws each batch from an offline and an online buffer in a fixed ratio.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fowm_core.specs import Batch, ObservationSpec
+
+NPZ_FORMAT_VERSION = 1
+
+
+@dataclass
+class Episode:
+    """One recorded episode of T transitions.
+
+    obs[k]:     (T+1, *spec.shape)  uint8 images, float32 states; obs[k][t] precedes action[t]
+    action:     (T, A) float32
+    reward:     (T,) float32
+    terminated: the last transition ended the task (true terminal, bootstrapping stops)
+    truncated:  the episode was cut by a time limit (no terminal; bootstrapping continues)
+    """
+
+    obs: dict[str, np.ndarray]
+    action: np.ndarray
+    reward: np.ndarray
+    terminated: bool = False
+    truncated: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # free-form, e.g. {"success": True}; not stored
+
+    def __post_init__(self) -> None:
+        self.action = np.asarray(self.action, dtype=np.float32)
+        self.reward = np.asarray(self.reward, dtype=np.float32)
+        if self.action.ndim != 2 or self.action.shape[0] < 1:
+            raise ValueError(f"Episode.action must be (T, A) with T >= 1, got shape {self.action.shape}")
+        steps = self.action.shape[0]
+        if self.reward.shape != (steps,):
+            raise ValueError(f"Episode.reward must be ({steps},) like action, got shape {self.reward.shape}")
+        if not np.all(np.isfinite(self.action)):
+            raise ValueError("Episode.action contains NaN or Inf")
+        if not np.all(np.isfinite(self.reward)):
+            raise ValueError("Episode.reward contains NaN or Inf")
+        if not self.obs:
+            raise ValueError("Episode.obs is empty")
+        for k, x in self.obs.items():
+            x = np.asarray(x)
+            if x.shape[:1] != (steps + 1,):
+                raise ValueError(
+                    f"Episode.obs['{k}'] must have T+1={steps + 1} steps (one more than actions), "
+                    f"got shape {x.shape}"
+                )
+            if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+                raise ValueError(f"Episode.obs['{k}'] contains NaN or Inf")
+            self.obs[k] = x
+        self.terminated = bool(self.terminated)
+        self.truncated = bool(self.truncated)
+
+    def __len__(self) -> int:
+        return int(self.action.shape[0])
+
+    @property
+    def episode_return(self) -> float:
+        return float(self.reward.sum())
+
+    def check_spec(self, obs_spec: ObservationSpec, action_dim: int) -> None:
+        """Raise ValueError if this episode does not fit `obs_spec` / `action_dim`."""
+        if self.action.shape[1] != action_dim:
+            raise ValueError(f"Episode.action has {self.action.shape[1]} dims, expected {action_dim}")
+        missing = set(obs_spec.modalities) - set(self.obs)
+        if missing:
+            raise ValueError(f"Episode.obs lacks modalities {sorted(missing)}")
+        for k, spec in obs_spec.modalities.items():
+            x = self.obs[k]
+            if x.shape[1:] != spec.shape:
+                raise ValueError(f"Episode.obs['{k}'] has step shape {x.shape[1:]}, expected {spec.shape}")
+            if x.dtype != spec.np_dtype:
+                raise ValueError(f"Episode.obs['{k}'] has dtype {x.dtype}, expected {spec.dtype}")
+
+
+class EpisodeBuffer:
+    """Bounded store of whole episodes; samples H+1-step windows that never cross episodes.
+
+    An episode of T transitions takes T+1 observation slots (its last slot holds the final
+    observation and a zero action). Slots form a ring: an episode that does not fit before the
+    end of the arrays starts again at slot 0, and every episode it overlaps is evicted, which is
+    always the oldest ones. Memory is fixed at construction: capacity_steps slots of each array.
+
+    Valid window starts: in a truncated episode every s with s + H <= T; in a terminated episode
+    every s < T, where steps past the terminal repeat the final observation with zero action and
+    reward (the model masks everything after a terminal, so padding is never learned from).
+    """
+
+    def __init__(self, obs_spec: ObservationSpec, action_dim: int, capacity_steps: int, horizon: int) -> None:
+        if action_dim < 1:
+            raise ValueError(f"action_dim must be >= 1, got {action_dim}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if capacity_steps < horizon + 1:
+            raise ValueError(f"capacity_steps must be at least horizon+1={horizon + 1}, got {capacity_steps}")
+        self.obs_spec = obs_spec
+        self.action_dim = int(action_dim)
+        self.capacity_steps = int(capacity_steps)
+        self.horizon = int(horizon)
+        self._obs = {
+            k: np.zeros((capacity_steps, *s.shape), dtype=s.np_dtype) for k, s in obs_spec.modalities.items()
+        }
+        self._action = np.zeros((capacity_steps, action_dim), dtype=np.float32)
+        self._reward = np.zeros((capacity_steps,), dtype=np.float32)
+        # Episodes in insertion order (oldest first): start slot, transitions T, terminated flag.
+        self._starts: list[int] = []
+        self._lengths: list[int] = []
+        self._terminated: list[bool] = []
+        self._write = 0  # next free slot
+        self._episodes_added = 0
+        self._index_cache: tuple[np.ndarray, ...] | None = None
+
+    # ---------------------------------------------------------------- contents
+    @property
+    def num_episodes(self) -> int:
+        return len(self._starts)
+
+    @property
+    def num_transitions(self) -> int:
+        return int(sum(self._lengths))
+
+    @property
+    def episodes_added(self) -> int:
+        """Episodes ever added, including evicted ones."""
+        return self._episodes_added
+
+    @property
+    def num_windows(self) -> int:
+        """How many distinct H-step windows can be sampled right now."""
+        return int(self._index()[3][-1]) if self._starts else 0
+
+    def __len__(self) -> int:
+        return self.num_transitions
+
+    def add(self, episode: Episode) -> None:
+        """Store `episode` (copied), evicting the oldest episodes if it does not fit."""
+        episode.check_spec(self.obs_spec, self.action_dim)
+        steps = len(episode)
+        slots = steps + 1
+        if slots > self.capacity_steps:
+            raise ValueError(f"episode of {steps} steps needs {slots} slots > capacity {self.capacity_steps}")
+        if not episode.terminated and steps < self.horizon:
+            raise ValueError(
+                f"a non-terminated episode needs at least horizon={self.horizon} steps to give a training "
+                f"window, got {steps}"
+            )
+        start = self._write
+        if start + slots > self.capacity_steps:
+            # Wrap: the skipped tail [start, capacity) holds the oldest episodes; evict them too.
+            self._evict(lambda s, n: s + n + 1 > start)
+            start = 0
+        self._evict(lambda s, n: s < start + slots and s + n + 1 > start)
+        end = start + slots
+        for k, store in self._obs.items():
+            store[start:end] = episode.obs[k]
+        self._action[start : end - 1] = episode.action
+        self._action[end - 1] = 0.0
+        self._reward[start : end - 1] = episode.reward
+        self._reward[end - 1] = 0.0
+        self._starts.append(start)
+        self._lengths.append(steps)
+        self._terminated.append(episode.terminated)
+        self._write = end % self.capacity_steps
+        self._episodes_added += 1
+        self._index_cache = None
+
+    def _evict(self, overlaps: Any) -> None:
+        keep = [i for i, (s, n) in enumerate(zip(self._starts, self._lengths)) if not overlaps(s, n)]
+        if len(keep) != len(self._starts):
+            self._starts = [self._starts[i] for i in keep]
+            self._lengths = [self._lengths[i] for i in keep]
+            self._terminated = [self._terminated[i] for i in keep]
+            self._index_cache = None
+
+    def episode(self, i: int) -> Episode:
+        """A copy of the i-th stored episode (0 = oldest)."""
+        s, n = self._starts[i], self._lengths[i]
+        return Episode(
+            obs={k: v[s : s + n + 1].copy() for k, v in self._obs.items()},
+            action=self._action[s : s + n].copy(),
+            reward=self._reward[s : s + n].copy(),
+            terminated=self._terminated[i],
+            truncated=not self._terminated[i],
+        )
+
+    # ---------------------------------------------------------------- sampling
+    def _index(self) -> tuple[np.ndarray, ...]:
+        """Per-episode arrays used by `sample`: start, T, terminated, cumulative window counts."""
+        if self._index_cache is None:
+            starts = np.asarray(self._starts, dtype=np.int64)
+            lengths = np.asarray(self._lengths, dtype=np.int64)
+            term = np.asarray(self._terminated, dtype=bool)
+            windows = np.where(term, lengths, np.maximum(lengths - self.horizon + 1, 0))
+            self._index_cache = (starts, lengths, term, np.cumsum(windows))
+        return self._index_cache
+
+    def sample_indices(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Uniformly drawn windows as (episode index (B,), start offset within episode (B,))."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not self._starts:
+            raise ValueError("cannot sample from an empty EpisodeBuffer")
+        _, _, _, cum = self._index()
+        flat = rng.integers(0, cum[-1], size=batch_size)
+        ep = np.searchsorted(cum, flat, side="right")  # (B,)
+        offset = flat - np.concatenate(([0], cum[:-1]))[ep]  # (B,)
+        return ep, offset
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """A Batch of `batch_size` windows of H transitions (H+1 observations), drawn uniformly."""
+        ep, offset = self.sample_indices(batch_size, rng)
+        return self._gather(ep, offset)
+
+    def _gather(self, ep: np.ndarray, offset: np.ndarray) -> Batch:
+        starts, lengths, term, _ = self._index()
+        h = self.horizon
+        t = offset[None, :] + np.arange(h + 1)[:, None]  # (H+1, B) step within episode
+        n = lengths[ep][None, :]  # (1, B)
+        s = starts[ep][None, :]
+        obs_idx = s + np.minimum(t, n)  # (H+1, B); past the terminal repeat the final obs
+        act_t = t[:-1]  # (H, B)
+        act_idx = s + np.minimum(act_t, n)  # slot n holds zero action/reward
+        valid = act_t < n  # (H, B) False only after a terminal
+        obs = {k: torch.from_numpy(v[obs_idx]) for k, v in self._obs.items()}
+        action = np.where(valid[..., None], self._action[act_idx], 0.0).astype(np.float32)
+        reward = np.where(valid, self._reward[act_idx], 0.0).astype(np.float32)
+        terminated = (term[ep][None, :] & (act_t == n - 1)).astype(np.float32)
+        return Batch(
+            obs=obs,
+            action=torch.from_numpy(action),
+            reward=torch.from_numpy(reward[..., None]),
+            terminated=torch.from_numpy(terminated[..., None]),
+        )
+
+    # ---------------------------------------------------------------- persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to restore this buffer exactly (contents, layout, write position).
+
+        Only the occupied slots are exported; arrays are torch tensors so the dict can go into a
+        torch checkpoint loaded with weights_only=True."""
+        used = self._used_slots()
+        return {
+            "obs_spec": self.obs_spec.to_dict(),
+            "action_dim": self.action_dim,
+            "capacity_steps": self.capacity_steps,
+            "horizon": self.horizon,
+            "starts": list(self._starts),
+            "lengths": list(self._lengths),
+            "terminated": list(self._terminated),
+            "write": self._write,
+            "episodes_added": self._episodes_added,
+            "used_slots": torch.from_numpy(used),
+            "obs": {k: torch.from_numpy(v[used]) for k, v in self._obs.items()},
+            "action": torch.from_numpy(self._action[used]),
+            "reward": torch.from_numpy(self._reward[used]),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; the buffer must have been built with the same spec and sizes."""
+        for key, mine in (
+            ("obs_spec", self.obs_spec.to_dict()),
+            ("action_dim", self.action_dim),
+            ("capacity_steps", self.capacity_steps),
+            ("horizon", self.horizon),
+        ):
+            if state[key] != mine:
+                raise ValueError(f"buffer state has {key}={state[key]}, this buffer has {mine}")
+        used = np.asarray(state["used_slots"], dtype=np.int64)
+        for k, v in self._obs.items():
+            v[used] = np.asarray(state["obs"][k])
+        self._action[used] = np.asarray(state["action"])
+        self._reward[used] = np.asarray(state["reward"])
+        self._starts = [int(x) for x in state["starts"]]
+        self._lengths = [int(x) for x in state["lengths"]]
+        self._terminated = [bool(x) for x in state["terminated"]]
+        self._write = int(state["write"])
+        self._episodes_added = int(state["episodes_added"])
+        self._index_cache = None
+
+    def _used_slots(self) -> np.ndarray:
+        if not self._starts:
+            return np.zeros((0,), dtype=np.int64)
+        return np.concatenate([np.arange(s, s + n + 1) for s, n in zip(self._starts, self._lengths)])
+
+    def save_npz(self, path: str | Path) -> None:
+        """Write all stored episodes (oldest first) to a compressed .npz dataset file."""
+        used = self._used_slots()
+        np.savez_compressed(
+            path,
+            format_version=np.int64(NPZ_FORMAT_VERSION),
+            obs_spec=np.array(json.dumps(self.obs_spec.to_dict())),
+            lengths=np.asarray(self._lengths, dtype=np.int64),
+            terminated=np.asarray(self._terminated, dtype=bool),
+            action=self._action[used],
+            reward=self._reward[used],
+            **{f"obs_{k}": v[used] for k, v in self._obs.items()},
+        )
+
+    @staticmethod
+    def read_npz(path: str | Path) -> tuple[ObservationSpec, list[Episode]]:
+        """Read a dataset written by `save_npz`: its observation spec and its episodes."""
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a readable .npz episode dataset ({e})") from e
+        with data:
+            if "format_version" not in data or int(data["format_version"]) != NPZ_FORMAT_VERSION:
+                raise ValueError(f"{path}: not an episode dataset of format version {NPZ_FORMAT_VERSION}")
+            spec = ObservationSpec.from_dict(json.loads(str(data["obs_spec"])))
+            lengths, terminated = data["lengths"], data["terminated"]
+            action, reward = data["action"], data["reward"]
+            obs = {k: data[f"obs_{k}"] for k in spec.modalities}
+        episodes, pos = [], 0
+        for n, term in zip(lengths.tolist(), terminated.tolist()):
+            episodes.append(
+                Episode(
+                    obs={k: v[pos : pos + n + 1] for k, v in obs.items()},
+                    action=action[pos : pos + n],
+                    reward=reward[pos : pos + n],
+                    terminated=term,
+                    truncated=not term,
+                )
+            )
+            pos += n + 1
+        return spec, episodes
+
+    @classmethod
+    def load_npz(
+        cls, path: str | Path, action_dim: int, capacity_steps: int | None = None, horizon: int = 5
+    ) -> EpisodeBuffer:
+        """Build a buffer holding the episodes of a dataset (capacity defaults to its size)."""
+        spec, episodes = cls.read_npz(path)
+        needed = sum(len(e) + 1 for e in episodes)
+        buf = cls(spec, action_dim, capacity_steps or max(needed, horizon + 1), horizon)
+        for e in episodes:
+            buf.add(e)
+        return buf
+
+
+class BalancedSampler:
+    """Draws batches with exactly round(B * offline_fraction) rows from `offline` and the rest
+    from `online`, as FOWM does during finetuning; offline only while `online` is empty.
+
+    Owns its random generator so a checkpoint can restore the exact sampling stream."""
+
+    def __init__(
+        self, offline: EpisodeBuffer, online: EpisodeBuffer, offline_fraction: float = 0.5, seed: int = 0
+    ) -> None:
+        if not 0.0 <= offline_fraction <= 1.0:
+            raise ValueError(f"offline_fraction must be in [0, 1], got {offline_fraction}")
+        if offline.horizon != online.horizon:
+            raise ValueError(f"buffer horizons differ: offline {offline.horizon}, online {online.horizon}")
+        self.offline = offline
+        self.online = online
+        self.offline_fraction = float(offline_fraction)
+        self.rng = np.random.default_rng(seed)
+
+    def split(self, batch_size: int) -> tuple[int, int]:
+        """(offline rows, online rows) of the next batch of `batch_size`."""
+        if self.online.num_episodes == 0:
+            return batch_size, 0
+        if self.offline.num_episodes == 0:
+            return 0, batch_size
+        n_off = round(batch_size * self.offline_fraction)
+        return n_off, batch_size - n_off
+
+    def sample(self, batch_size: int) -> Batch:
+        n_off, n_on = self.split(batch_size)
+        parts = [b.sample(n, self.rng) for b, n in ((self.offline, n_off), (self.online, n_on)) if n > 0]
+        if len(parts) == 1:
+            return parts[0]
+        return Batch(
+            obs={k: torch.cat([p.obs[k] for p in parts], dim=1) for k in parts[0].obs},
+            action=torch.cat([p.action for p in parts], dim=1),
+            reward=torch.cat([p.reward for p in parts], dim=1),
+            terminated=torch.cat([p.terminated for p in parts], dim=1),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's RNG state (the buffers are checkpointed separately)."""
+        return {"offline_fraction": self.offline_fraction, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.offline_fraction = float(state["offline_fraction"])
+        self.rng.bit_generator.state = state["rng"]
