@@ -35,9 +35,10 @@ class SimConfig:
     """Height of the full colour frame."""
     camera_fovy_deg: float = 42.5
     """Vertical field of view of the colour camera (D435 colour at 4:3 is ~55 x 42.5 deg)."""
-    camera_pos: tuple[float, float, float] = (1.05, -0.35, 0.62)
-    """Camera position in the robot base frame (m): in front of the robot and to its right."""
-    camera_lookat: tuple[float, float, float] = (0.40, 0.0, 0.19)
+    camera_pos: tuple[float, float, float] = (1.05, 0.0, 0.95)
+    """Camera position in the robot base frame (m): in front of the robot, high, looking down at the
+    table so that the whole workspace, the cube and the goal are in view and the arm hides little."""
+    camera_lookat: tuple[float, float, float] = (0.38, 0.0, 0.08)
     """Point the camera's optical axis passes through (m)."""
     obs_from_full_frame: bool = True
     """True: rgb obs = preprocess_rgb(full 640x480 frame), exactly the real robot's path.

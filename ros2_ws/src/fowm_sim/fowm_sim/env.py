@@ -14,7 +14,7 @@ import mujoco
 import numpy as np
 
 from fowm_sim.config import SimConfig
-from fowm_sim.scene import CAMERA_NAME, CUBE_BODY, CUBE_JOINT, GOAL_BODY, build_model
+from fowm_sim.scene import CAMERA_NAME, CUBE_BODY, CUBE_JOINT, GOAL_BODY, GOAL_SHADOW_BODY, build_model
 from fowm_sim.tasks import TaskState, make_task
 from fowm_xarm.camera import preprocess_rgb
 from fowm_xarm.description import ARM_ACTUATORS, FINGER_ACTUATORS, FINGER_JOINTS, FINGER_TRAVEL_M, TCP_SITE
@@ -58,6 +58,7 @@ class XArmTaskEnv(gym.Env):
         self._cube_qadr = m.joint(CUBE_JOINT).qposadr[0]
         self._cube_body = m.body(CUBE_BODY).id
         self._goal_mocap = m.body(GOAL_BODY).mocapid[0]
+        self._goal_shadow_mocap = m.body(GOAL_SHADOW_BODY).mocapid[0]
         self._tcp_site = m.site(TCP_SITE).id
         self._camera = m.camera(CAMERA_NAME).id
 
@@ -98,7 +99,10 @@ class XArmTaskEnv(gym.Env):
         cube = np.array([layout.cube_xy[0], layout.cube_xy[1], cfg.cube_half_size_m])
         self.data.qpos[self._cube_qadr : self._cube_qadr + 7] = [*cube, 1.0, 0.0, 0.0, 0.0]
         # A hidden goal marker sits under the table top, out of every camera's view.
-        self.data.mocap_pos[self._goal_mocap] = layout.goal if self.task.show_goal else [0.4, 0.0, -0.2]
+        hidden = [0.4, 0.0, -0.2]
+        self.data.mocap_pos[self._goal_mocap] = layout.goal if self.task.show_goal else hidden
+        airborne = self.task.show_goal and layout.goal[2] > 2 * cfg.cube_half_size_m
+        self.data.mocap_pos[self._goal_shadow_mocap] = [*layout.goal[:2], 0.0006] if airborne else hidden
         mujoco.mj_forward(self.model, self.data)
 
         self._cube_start = cube

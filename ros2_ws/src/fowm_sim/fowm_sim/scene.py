@@ -16,6 +16,7 @@ CAMERA_NAME = "d435_color"
 CUBE_BODY = "cube"
 CUBE_JOINT = "cube_joint"
 GOAL_BODY = "goal"
+GOAL_SHADOW_BODY = "goal_shadow"
 
 _SCENE_TEMPLATE = """
 <mujoco model="xarm7_tabletop">
@@ -38,6 +39,12 @@ _SCENE_TEMPLATE = """
     <body name="{goal}" mocap="true" pos="0.45 0.1 0.001">
       <geom name="goal_marker" type="sphere" size="0.025" contype="0" conaffinity="0"
             rgba="0.1 0.8 0.2 0.7"/>
+    </body>
+    <!-- A disc on the table under an airborne goal: without it one camera cannot tell a goal's
+         height from its distance. -->
+    <body name="{goal_shadow}" mocap="true" pos="0.45 0.1 -0.2">
+      <geom name="goal_shadow_marker" type="cylinder" size="0.02 0.0005" contype="0" conaffinity="0"
+            rgba="0.05 0.35 0.1 1"/>
     </body>
     <camera name="{camera}" pos="{cam_pos}" xyaxes="{xyaxes}" fovy="{fovy}"/>
   </worldbody>
@@ -70,6 +77,7 @@ def scene_xml(config: SimConfig) -> str:
         cube=CUBE_BODY,
         cube_joint=CUBE_JOINT,
         goal=GOAL_BODY,
+        goal_shadow=GOAL_SHADOW_BODY,
         camera=CAMERA_NAME,
         half=config.cube_half_size_m,
         mass=config.cube_mass_kg,
