@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -46,8 +47,8 @@ class DemoConfig:
     """Evaluation episodes (held-out seeds) before and after finetuning."""
     expert_noise: float = 0.3
     """Std of the Gaussian noise on the scripted expert's actions ('medium' data)."""
-    batch_size: int = 0
-    """Override the preset's batch size (0 keeps the preset's)."""
+    overrides: tuple[str, ...] = ()
+    """Preset overrides as dotted key=value pairs, e.g. ('optim.batch_size=128',)."""
     seed: int = 1
     """Seed of the agent, data collection and online episodes (eval seeds are fixed and disjoint)."""
     out: str = "artifacts/demo"
@@ -68,8 +69,26 @@ class DemoConfig:
         for name in ("offline_episodes", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.offline_updates < 0 or self.online_episodes < 0 or self.batch_size < 0:
-            raise ValueError("--offline-updates, --online-episodes and --batch-size must be >= 0")
+        if self.offline_updates < 0 or self.online_episodes < 0:
+            raise ValueError("--offline-updates and --online-episodes must be >= 0")
+        parse_overrides(self.overrides)  # fail before any work if malformed
+
+
+def parse_overrides(items: tuple[str, ...]) -> dict:
+    """('optim.batch_size=128', 'planner.dtype=float32') -> nested dict; values parsed as YAML."""
+    import yaml
+
+    nested: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes dotted.key=value, got {item!r}")
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return nested
 
 
 EVAL_SEED_BASE = 10_000  # evaluation seeds 10_000.. never overlap data (0..) or online (1_000..)
@@ -116,10 +135,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         state_dim=space["state"].shape[0] if "state" in keys else None,
     )
     action_dim = sim.action_space.shape[0]
-    overrides: dict = {"mode": cfg.mode, "seed": cfg.seed}
-    if cfg.batch_size:
-        overrides["optim"] = {"batch_size": cfg.batch_size}
-    fowm_cfg = load_config(cfg.preset, overrides)
+    fowm_cfg = load_config(cfg.preset, {**parse_overrides(cfg.overrides), "mode": cfg.mode, "seed": cfg.seed})
     agent = FOWMAgent(fowm_cfg, obs_spec, action_dim)
     capacity = (cfg.offline_episodes + cfg.online_episodes + 1) * (sim.config.episode_length + 1)
     offline = EpisodeBuffer(obs_spec, action_dim, capacity, fowm_cfg.optim.horizon)
@@ -139,7 +155,9 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         data_success.append(episode.info["success"])
     timings["collect_s"] = time.perf_counter() - t0
 
-    with MetricsLogger(out / "tensorboard" / task) as logger:
+    log_dir = out / "tensorboard" / task
+    shutil.rmtree(log_dir, ignore_errors=True)  # a rerun into the same --out starts a fresh curve
+    with MetricsLogger(log_dir) as logger:
         # 2. Offline pretraining on the offline buffer only.
         t0 = time.perf_counter()
         pretrain_offline(agent, offline, cfg.offline_updates, logger=logger, progress=cfg.progress)
@@ -255,7 +273,8 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     p.add_argument("--online-episodes", type=int, default=d.online_episodes)
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
     p.add_argument("--expert-noise", type=float, default=d.expert_noise)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="0: the preset's")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="preset overrides, e.g. optim.batch_size=128 planner.dtype=float32")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=d.out)
     p.add_argument("--no-progress", action="store_true")
@@ -264,7 +283,7 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
         tasks=tuple(a.task), preset=a.preset, mode=a.mode, observations=a.obs,
         offline_episodes=a.offline_episodes, offline_updates=a.offline_updates,
         online_episodes=a.online_episodes, eval_episodes=a.eval_episodes, expert_noise=a.expert_noise,
-        batch_size=a.batch_size, seed=a.seed, out=a.out, progress=not a.no_progress,
+        overrides=tuple(a.set), seed=a.seed, out=a.out, progress=not a.no_progress,
     )
 
 
