@@ -3,7 +3,8 @@
 For each task: collect scripted "medium" demonstrations in the MuJoCo sim (camera images
 rendered, since the product plans from the camera), pretrain the world model offline,
 evaluate, finetune online by planning with balanced offline/online batches, evaluate again.
-Writes to --out: summary.json, learning_curves.png, <task>_eval.gif, and TensorBoard logs.
+Writes to --out: summary.json, learning_curves.png, <task>_eval.gif (an evaluation episode seen by
+the camera), <task>_weights.safetensors, and TensorBoard logs (tensorboard/<task>/).
 
     python -m fowm_bringup.demo --task reach --preset realtime-cpu
     tensorboard --logdir artifacts/demo
@@ -39,14 +40,14 @@ class DemoConfig:
     """Model inputs: 'rgb+state' (the product), 'rgb' or 'state'."""
     offline_episodes: int = 40
     """Scripted 'medium' episodes collected per task for offline pretraining."""
-    offline_updates: int = 1500
+    offline_updates: int = 2500
     """Gradient updates of offline pretraining per task."""
     online_episodes: int = 10
     """Episodes collected by planning during online finetuning, per task."""
     eval_episodes: int = 10
     """Evaluation episodes (held-out seeds) before and after finetuning."""
-    expert_noise: float = 0.3
-    """Std of the Gaussian noise on the scripted expert's actions ('medium' data)."""
+    expert_noise: float = 0.6
+    """Std of the Gaussian noise on the scripted expert's actions: fowm-collect's 'medium' level."""
     overrides: tuple[str, ...] = ()
     """Preset overrides as dotted key=value pairs, e.g. ('optim.batch_size=128',)."""
     seed: int = 1
@@ -123,6 +124,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     from fowm_core.metrics import MetricsLogger
     from fowm_core.specs import ObservationSpec
     from fowm_core.training import collect_episode, evaluate, finetune_online, pretrain_offline
+    from fowm_core.weights import save_weights
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
 
@@ -189,6 +191,8 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     gif = out / f"{task}_eval.gif"
     record_episode_gif(agent, sim, env, EVAL_SEED_BASE, gif)
     sim.close()
+    weights = out / f"{task}_weights.safetensors"
+    save_weights(weights, agent)
     return {
         "task": task,
         "data_success_rate": float(np.mean(data_success)),
@@ -198,6 +202,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         "updates": agent.num_updates,
         "timings_s": timings,
         "video": gif.name,
+        "weights": weights.name,
     }
 
 

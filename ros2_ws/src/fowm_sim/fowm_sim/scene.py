@@ -37,13 +37,13 @@ _SCENE_TEMPLATE = """
             condim="4" friction="1.0 0.01 0.001"/>
     </body>
     <body name="{goal}" mocap="true" pos="0.45 0.1 0.001">
-      <geom name="goal_marker" type="sphere" size="0.025" contype="0" conaffinity="0"
+      <geom name="goal_marker" type="sphere" size="0.035" contype="0" conaffinity="0"
             rgba="0.1 0.8 0.2 0.7"/>
     </body>
     <!-- A disc on the table under an airborne goal: without it one camera cannot tell a goal's
          height from its distance. -->
     <body name="{goal_shadow}" mocap="true" pos="0.45 0.1 -0.2">
-      <geom name="goal_shadow_marker" type="cylinder" size="0.02 0.0005" contype="0" conaffinity="0"
+      <geom name="goal_shadow_marker" type="cylinder" size="0.03 0.0005" contype="0" conaffinity="0"
             rgba="0.05 0.35 0.1 1"/>
     </body>
     <camera name="{camera}" pos="{cam_pos}" xyaxes="{xyaxes}" fovy="{fovy}"/>
