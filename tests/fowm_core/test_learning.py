@@ -12,11 +12,10 @@ Re-measure with FOWM_LEARNING_SEED=<n> pytest tests/fowm_core/test_learning.py -
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-import torch
 
 from fowm_core.agent import FOWMAgent
 from fowm_core.buffer import EpisodeBuffer
@@ -32,15 +31,6 @@ OFFLINE_UPDATES = 1000
 ONLINE_EPISODES = 60
 EVAL_EPISODES = 50
 
-
-@pytest.fixture
-def single_thread() -> Iterator[None]:
-    """One torch thread: results do not depend on the core count, and tiny models run far
-    faster than with two threads fighting other jobs for a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def uniform_random(rng: np.random.Generator) -> Callable[[dict, bool], np.ndarray]:

@@ -19,16 +19,6 @@ from fowm_core.agent import (
 from fowm_core.config import load_config
 from fowm_core.specs import Batch, ObservationSpec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matmuls on a shared 2-core machine: OpenMP barriers across 2 threads cost more than the math.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SMALL = {"model": {"mlp_dim": 32, "latent_dim": 8, "state_enc_dim": 16}, "optim": {"batch_size": 4}}
 
 

@@ -14,15 +14,6 @@ from fowm_core.specs import ObservationSpec
 from fowm_core.world_model import WorldModel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matmuls on a shared 2-core machine: OpenMP barriers across 2 threads cost more than the math.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class QuadraticWorld(nn.Module):
     """z is the 2-d state and never changes; R(z, a) = -||a - target||^2; pi(z) = 0.
     Q member k is spread_k * risk * relu(a_0): the ensemble agrees (Q = 0) wherever a_0 <= 0 and

@@ -4,7 +4,6 @@ exact resumption from a checkpoint, and the metrics logger."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -21,14 +20,6 @@ from fowm_core.weights import WeightsError, load_checkpoint, save_checkpoint
 TINY = {**POINT_MASS_OVERRIDES, "optim": {"batch_size": 16}, "planner": {
     "num_samples": 16, "num_pi_trajs": 4, "num_elites": 4, "iterations": 2}}  # fmt: skip
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny models: one torch thread is faster than two fighting for a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build(seed: int = 0) -> tuple[FOWMAgent, EpisodeBuffer, EpisodeBuffer, BalancedSampler]:

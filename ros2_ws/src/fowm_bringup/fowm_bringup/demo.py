@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+from fowm_sim.collect import PRESETS
+
+MEDIUM_NOISE = PRESETS["medium"][0]
 
 
 @dataclass
@@ -46,8 +48,8 @@ class DemoConfig:
     """Episodes collected by planning during online finetuning, per task."""
     eval_episodes: int = 10
     """Evaluation episodes (held-out seeds) before and after finetuning."""
-    expert_noise: float = 0.6
-    """Std of the Gaussian noise on the scripted expert's actions: fowm-collect's 'medium' level."""
+    expert_noise: float = MEDIUM_NOISE
+    """Std of the Gaussian noise on the scripted expert's actions (default: fowm-collect's 'medium')."""
     overrides: tuple[str, ...] = ()
     """Preset overrides as dotted key=value pairs, e.g. ('optim.batch_size=128',)."""
     seed: int = 1
@@ -165,8 +167,14 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         pretrain_offline(agent, offline, cfg.offline_updates, logger=logger, progress=cfg.progress)
         timings["pretrain_s"] = time.perf_counter() - t0
 
-        # 3. Evaluate the pretrained model (planning, no exploration noise).
+        # 3. Evaluate the pretrained model (planning, no exploration noise), next to a uniformly
+        # random policy on the same held-out seeds as the floor any learning must beat.
         eval_seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
+        random_actions = np.random.default_rng(cfg.seed + 7)
+        random_policy = evaluate(
+            None, env, cfg.eval_episodes, eval_seeds,
+            policy=lambda _o, _f: random_actions.uniform(-1, 1, action_dim).astype(np.float32),
+        )
         t0 = time.perf_counter()
         pretrained = evaluate(agent, env, cfg.eval_episodes, eval_seeds)
         timings["eval_pretrained_s"] = time.perf_counter() - t0
@@ -196,6 +204,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     return {
         "task": task,
         "data_success_rate": float(np.mean(data_success)),
+        "random_policy": random_policy,
         "pretrained": pretrained,
         "finetuned": finetuned,
         "online_success_rate": float(np.mean([r["success"] for r in history])) if history else None,
@@ -310,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} CPUs",
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("\n  task   data  pretrained  finetuned")
+    print("\nsuccess rate (return) on held-out seeds")
+    print("  task   data   random        pretrained        finetuned")
     for r in results:
-        print(f"  {r['task']:<6} {r['data_success_rate']:>4.0%}  {r['pretrained']['success_rate']:>10.0%}"
-              f"  {r['finetuned']['success_rate']:>9.0%}")
+        cells = [r["random_policy"], r["pretrained"], r["finetuned"]]
+        print(f"  {r['task']:<6} {r['data_success_rate']:>4.0%}  "
+              + "  ".join(f"{c['success_rate']:>5.0%} ({c['return']:6.2f})" for c in cells))
     print(f"\nwrote {out / 'summary.json'}, {png}, " + ", ".join(str(out / r["video"]) for r in results))
     minutes = summary["wall_time_s"] / 60
     print(f"took {minutes:.1f} min; TensorBoard: tensorboard --logdir {out / 'tensorboard'}")

@@ -22,14 +22,19 @@ JOINT_UPPER.setflags(write=False)
 JOINT_VELOCITY_LIMIT.setflags(write=False)
 
 
-def check_joint_vector(q: np.ndarray, name: str = "joint vector") -> np.ndarray:
-    """Return `q` as a float64 (7,) array, or raise ValueError naming what is wrong."""
-    arr = np.asarray(q, dtype=np.float64)
-    if arr.shape != (7,):
-        raise ValueError(f"{name} must have shape (7,), got {arr.shape}")
+def finite_vector(x: np.ndarray, length: int, name: str) -> np.ndarray:
+    """Return `x` as a float64 (length,) array, or raise ValueError naming what is wrong."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.shape != (length,):
+        raise ValueError(f"{name} must have shape ({length},), got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or Inf: {arr}")
     return arr
+
+
+def check_joint_vector(q: np.ndarray, name: str = "joint vector") -> np.ndarray:
+    """Return `q` as a float64 (7,) array, or raise ValueError naming what is wrong."""
+    return finite_vector(q, 7, name)
 
 
 def clip_joints(q: np.ndarray) -> np.ndarray:
@@ -92,9 +97,4 @@ class WorkspaceLimits:
 
 
 def _check_xyz(xyz: np.ndarray) -> np.ndarray:
-    p = np.asarray(xyz, dtype=np.float64)
-    if p.shape != (3,):
-        raise ValueError(f"position must have shape (3,), got {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValueError(f"position contains NaN or Inf: {p}")
-    return p
+    return finite_vector(xyz, 3, "position")
