@@ -254,6 +254,7 @@ def plot_summary(out: Path, tasks: list[str]) -> Path:
         for tag in ("offline/reward_loss", "online/reward_loss", "offline/q_loss", "online/q_loss"):
             row[1].plot(*series(tag), label=tag)
         row[1].set_title(f"{task}: reward and Q losses")
+        row[1].set_yscale("log")  # both fall by orders of magnitude
         row[2].plot(*series("online/return"), ".-", label="online episode return")
         xs, ys = series("eval/success_rate")
         ax2 = row[2].twinx()
