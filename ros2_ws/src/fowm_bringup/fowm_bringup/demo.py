@@ -25,8 +25,6 @@ import numpy as np
 
 from fowm_sim.collect import PRESETS
 
-MEDIUM_NOISE = PRESETS["medium"][0]
-
 
 @dataclass
 class DemoConfig:
@@ -48,8 +46,8 @@ class DemoConfig:
     """Episodes collected by planning during online finetuning, per task."""
     eval_episodes: int = 10
     """Evaluation episodes (held-out seeds) before and after finetuning."""
-    expert_noise: float = MEDIUM_NOISE
-    """Std of the Gaussian noise on the scripted expert's actions (default: fowm-collect's 'medium')."""
+    expert_noise: float | None = None
+    """Std of the Gaussian noise on the scripted expert's actions (None: fowm-collect's per-task 'medium')."""
     overrides: tuple[str, ...] = ()
     """Preset overrides as dotted key=value pairs, e.g. ('optim.batch_size=128',)."""
     seed: int = 1
@@ -149,11 +147,12 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     # 1. Scripted "medium" data: a noisy expert, so the data holds successes and failures.
     t0 = time.perf_counter()
     expert = scripted_expert(task)
+    noise = PRESETS["medium"][task][0] if cfg.expert_noise is None else cfg.expert_noise
     rng = np.random.default_rng(cfg.seed)
     data_success = []
     for i in tqdm(range(cfg.offline_episodes), desc=f"{task}: collect", disable=not cfg.progress):
         episode = collect_episode(
-            None, env, explore=False, seed=i, policy=lambda _obs, _first: expert(sim, rng, cfg.expert_noise)
+            None, env, explore=False, seed=i, policy=lambda _obs, _first: expert(sim, rng, noise)
         )
         offline.add(episode)
         data_success.append(episode.info["success"])
@@ -203,6 +202,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     save_weights(weights, agent)
     return {
         "task": task,
+        "expert_noise": noise,
         "data_success_rate": float(np.mean(data_success)),
         "random_policy": random_policy,
         "pretrained": pretrained,
@@ -287,7 +287,8 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     p.add_argument("--offline-updates", type=int, default=d.offline_updates)
     p.add_argument("--online-episodes", type=int, default=d.online_episodes)
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--expert-noise", type=float, default=d.expert_noise)
+    p.add_argument("--expert-noise", type=float, default=d.expert_noise,
+                   help="expert action noise std (default: per-task 'medium' of fowm-collect)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="preset overrides, e.g. optim.batch_size=128 planner.dtype=float32")
     p.add_argument("--seed", type=int, default=d.seed)
