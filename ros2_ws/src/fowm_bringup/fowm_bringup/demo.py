@@ -178,8 +178,8 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         pretrained = evaluate(agent, env, cfg.eval_episodes, eval_seeds)
         timings["eval_pretrained_s"] = time.perf_counter() - t0
         logger.log(agent.num_updates, pretrained, prefix="eval/")
-        _print(cfg, f"[{task}] after offline pretraining: success {pretrained['success_rate']:.0%}, "
-                    f"return {pretrained['return']:.2f}")
+        print(f"[{task}] after offline pretraining: success {pretrained['success_rate']:.0%}, "
+              f"return {pretrained['return']:.2f}", flush=True)
 
         # 4. Online finetuning: plan, store in the online buffer, update on balanced batches.
         t0 = time.perf_counter()
@@ -192,8 +192,8 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         # 5. Evaluate again on the same held-out seeds.
         finetuned = evaluate(agent, env, cfg.eval_episodes, eval_seeds)
         logger.log(agent.num_updates, finetuned, prefix="eval/")
-        _print(cfg, f"[{task}] after online finetuning:  success {finetuned['success_rate']:.0%}, "
-                    f"return {finetuned['return']:.2f}")
+        print(f"[{task}] after online finetuning:  success {finetuned['success_rate']:.0%}, "
+              f"return {finetuned['return']:.2f}", flush=True)
 
     gif = out / f"{task}_eval.gif"
     record_episode_gif(agent, sim, env, EVAL_SEED_BASE, gif)
@@ -215,20 +215,39 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     }
 
 
-def record_episode_gif(agent, sim, env, seed: int, path: Path, size: tuple[int, int] = (320, 240)) -> None:
-    """An evaluation episode as seen by the (full-resolution) camera, downscaled, as a GIF."""
-    import cv2
+class CameraRecorder:
+    """Passes an env through, keeping a downscaled full-resolution camera frame after every reset
+    and step, so an ordinary evaluation episode doubles as the demo's video."""
+
+    def __init__(self, env, sim, size: tuple[int, int] = (320, 240)) -> None:
+        self.env, self.sim, self.size = env, sim, size
+        self.frames: list[np.ndarray] = []
+
+    def _record(self) -> None:
+        import cv2
+
+        self.frames.append(cv2.resize(self.sim.render_camera(), self.size, interpolation=cv2.INTER_AREA))
+
+    def reset(self, seed: int | None = None):
+        out = self.env.reset(seed=seed)
+        self._record()
+        return out
+
+    def step(self, action):
+        out = self.env.step(action)
+        self._record()
+        return out
+
+
+def record_episode_gif(agent, sim, env, seed: int, path: Path) -> None:
+    """An evaluation episode (no exploration noise) as seen by the camera, as a GIF."""
     import imageio.v2 as imageio
 
-    frames = []
-    obs, _ = env.reset(seed=seed)
-    frames.append(cv2.resize(sim.render_camera(), size, interpolation=cv2.INTER_AREA))
-    done, first = False, True
-    while not done:
-        obs, _, terminated, truncated, _ = env.step(agent.act(obs, first_step=first, explore=False))
-        frames.append(cv2.resize(sim.render_camera(), size, interpolation=cv2.INTER_AREA))
-        done, first = terminated or truncated, False
-    imageio.mimsave(path, frames, duration=sim.config.control_period * 1000, loop=0)
+    from fowm_core.training import collect_episode
+
+    recorder = CameraRecorder(env, sim)
+    collect_episode(agent, recorder, explore=False, seed=seed)
+    imageio.mimsave(path, recorder.frames, duration=sim.config.control_period * 1000, loop=0)
 
 
 def plot_summary(out: Path, tasks: list[str]) -> Path:
@@ -270,10 +289,6 @@ def plot_summary(out: Path, tasks: list[str]) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
-
-
-def _print(cfg: DemoConfig, msg: str) -> None:
-    print(msg, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> DemoConfig:
