@@ -76,6 +76,11 @@ class XArmTaskEnv(gym.Env):
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
         self._full_renderer: mujoco.Renderer | None = None
+        # The full frame of the current state, rendered at most once per state: the observation
+        # and the camera topic / video of the same step share it. Keyed on the state itself, so
+        # direct writes to env.data (followed by mj_forward) are never served a stale frame.
+        self._frame: np.ndarray | None = None
+        self._frame_key: bytes = b""
         self._obs_renderer: mujoco.Renderer | None = None
         self._steps = 0
         self._needs_reset = True
@@ -181,12 +186,18 @@ class XArmTaskEnv(gym.Env):
 
     # ---- robot and world state -----------------------------------------------------------------
     def render_camera(self) -> np.ndarray:
-        """Full colour frame (camera_height, camera_width, 3) uint8 of the current state."""
-        if self._full_renderer is None:
-            cfg = self.config
-            self._full_renderer = _make_renderer(self.model, cfg.camera_height, cfg.camera_width)
-        self._full_renderer.update_scene(self.data, camera=self._camera)
-        return self._full_renderer.render()
+        """Full colour frame (camera_height, camera_width, 3) uint8 of the current state (read-only;
+        rendered once per state and shared by every caller while the state is unchanged)."""
+        key = self.data.qpos.tobytes() + self.data.mocap_pos.tobytes() + self.data.time.hex().encode()
+        if self._frame is None or key != self._frame_key:
+            if self._full_renderer is None:
+                cfg = self.config
+                self._full_renderer = _make_renderer(self.model, cfg.camera_height, cfg.camera_width)
+            self._full_renderer.update_scene(self.data, camera=self._camera)
+            self._frame = self._full_renderer.render()
+            self._frame.flags.writeable = False
+            self._frame_key = key
+        return self._frame
 
     def joint_positions(self) -> np.ndarray:
         """(7,) arm joint positions, rad."""
