@@ -37,7 +37,9 @@ class DemoConfig:
     mode: str = "fowm"
     """'fowm' (expectile V, AWR policy, uncertainty-penalised planning) or 'tdmpc' (the baseline)."""
     observations: str = "rgb+state"
-    """Model inputs: 'rgb+state' (the product), 'rgb' or 'state'."""
+    """Model inputs: 'rgb+state' (camera + proprioception: the product), 'rgb', or 'sim-state'
+    (proprioception + the cube and goal positions read from the simulator: FOWM's low-dimensional
+    'state' observations, which no real-robot sensor provides)."""
     offline_episodes: int = 40
     """Scripted 'medium' episodes collected per task for offline pretraining."""
     offline_updates: int = 2500
@@ -65,8 +67,8 @@ class DemoConfig:
             raise ValueError(f"--task must be among {TASKS}, got {list(self.tasks)}")
         if self.mode not in ("fowm", "tdmpc"):
             raise ValueError(f"--mode must be 'fowm' or 'tdmpc', got {self.mode!r}")
-        if self.observations not in ("rgb+state", "rgb", "state"):
-            raise ValueError(f"--obs must be 'rgb+state', 'rgb' or 'state', got {self.observations!r}")
+        if self.observations not in OBSERVATIONS:
+            raise ValueError(f"--obs must be one of {OBSERVATIONS}, got {self.observations!r}")
         for name in ("offline_episodes", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
@@ -92,18 +94,45 @@ def parse_overrides(items: tuple[str, ...]) -> dict:
     return nested
 
 
+OBSERVATIONS = ("rgb+state", "rgb", "sim-state")
+SIM_STATE_DIM = 19  # see sim_state()
 EVAL_SEED_BASE = 10_000  # evaluation seeds 10_000.. never overlap data (0..) or online (1_000..)
 ONLINE_SEED_BASE = 1_000
 
 
-class ObservationFilter:
-    """Presents only the selected modalities of the sim's observations to the agent."""
+def sim_state(task_state: dict[str, float]) -> np.ndarray:
+    """The sim-state observation (19,): TCP, gripper, cube and goal positions and the three
+    differences the tasks' rewards depend on (goal - TCP, goal - cube, cube - TCP), in the spirit
+    of FOWM's simulated xArm tasks, whose state observations include such relative vectors."""
+    tcp, cube, goal = (np.array([task_state[f"{n}_{a}"] for a in "xyz"]) for n in ("tcp", "cube", "goal"))
+    return np.concatenate(
+        [tcp, [task_state["gripper"]], cube, goal, goal - tcp, goal - cube, cube - tcp]
+    ).astype(np.float32)
 
-    def __init__(self, env, keys: tuple[str, ...]) -> None:
+
+class ObservationFilter:
+    """Presents the observations selected by --obs to the agent: a subset of the sim's modalities,
+    or (sim-state) a "state" vector built by sim_state() from the simulator's privileged state."""
+
+    def __init__(self, env, observations: str) -> None:
         self.env = env
-        self.keys = keys
+        self.sim_state = observations == "sim-state"
+        self.keys = ("state",) if self.sim_state else tuple(observations.split("+"))
+
+    def spec(self):
+        from fowm_core.specs import ObservationSpec
+
+        if self.sim_state:
+            return ObservationSpec.make(state_dim=SIM_STATE_DIM)
+        space = self.env.observation_space
+        return ObservationSpec.make(
+            rgb=tuple(space["rgb"].shape) if "rgb" in self.keys else None,
+            state_dim=space["state"].shape[0] if "state" in self.keys else None,
+        )
 
     def _filter(self, obs: dict) -> dict:
+        if self.sim_state:
+            return {"state": sim_state(self.env.task_state())}
         return {k: obs[k] for k in self.keys}
 
     def reset(self, seed: int | None = None):
@@ -122,20 +151,14 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     from fowm_core.buffer import EpisodeBuffer
     from fowm_core.config import load_config
     from fowm_core.metrics import MetricsLogger
-    from fowm_core.specs import ObservationSpec
     from fowm_core.training import collect_episode, evaluate, finetune_online, pretrain_offline
     from fowm_core.weights import save_weights
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
 
-    keys = tuple(k for k in ("rgb", "state") if k in cfg.observations.split("+"))
     sim = XArmTaskEnv(task)
-    env = ObservationFilter(sim, keys)
-    space = sim.observation_space
-    obs_spec = ObservationSpec.make(
-        rgb=tuple(space["rgb"].shape) if "rgb" in keys else None,
-        state_dim=space["state"].shape[0] if "state" in keys else None,
-    )
+    env = ObservationFilter(sim, cfg.observations)
+    obs_spec = env.spec()
     action_dim = sim.action_space.shape[0]
     fowm_cfg = load_config(cfg.preset, {**parse_overrides(cfg.overrides), "mode": cfg.mode, "seed": cfg.seed})
     agent = FOWMAgent(fowm_cfg, obs_spec, action_dim)
@@ -171,29 +194,44 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         eval_seeds = [EVAL_SEED_BASE + i for i in range(cfg.eval_episodes)]
         random_actions = np.random.default_rng(cfg.seed + 7)
         random_policy = evaluate(
-            None, env, cfg.eval_episodes, eval_seeds,
+            None,
+            env,
+            cfg.eval_episodes,
+            eval_seeds,
             policy=lambda _o, _f: random_actions.uniform(-1, 1, action_dim).astype(np.float32),
         )
         t0 = time.perf_counter()
         pretrained = evaluate(agent, env, cfg.eval_episodes, eval_seeds)
         timings["eval_pretrained_s"] = time.perf_counter() - t0
         logger.log(agent.num_updates, pretrained, prefix="eval/")
-        print(f"[{task}] after offline pretraining: success {pretrained['success_rate']:.0%}, "
-              f"return {pretrained['return']:.2f}", flush=True)
+        print(
+            f"[{task}] after offline pretraining: success {pretrained['success_rate']:.0%}, "
+            f"return {pretrained['return']:.2f}",
+            flush=True,
+        )
 
         # 4. Online finetuning: plan, store in the online buffer, update on balanced batches.
         t0 = time.perf_counter()
         history = finetune_online(
-            agent, env, offline, online, cfg.online_episodes, logger=logger,
-            progress=cfg.progress, seed=ONLINE_SEED_BASE + cfg.seed,
+            agent,
+            env,
+            offline,
+            online,
+            cfg.online_episodes,
+            logger=logger,
+            progress=cfg.progress,
+            seed=ONLINE_SEED_BASE + cfg.seed,
         )
         timings["finetune_s"] = time.perf_counter() - t0
 
         # 5. Evaluate again on the same held-out seeds.
         finetuned = evaluate(agent, env, cfg.eval_episodes, eval_seeds)
         logger.log(agent.num_updates, finetuned, prefix="eval/")
-        print(f"[{task}] after online finetuning:  success {finetuned['success_rate']:.0%}, "
-              f"return {finetuned['return']:.2f}", flush=True)
+        print(
+            f"[{task}] after online finetuning:  success {finetuned['success_rate']:.0%}, "
+            f"return {finetuned['return']:.2f}",
+            flush=True,
+        )
 
     gif = out / f"{task}_eval.gif"
     record_episode_gif(agent, sim, env, EVAL_SEED_BASE, gif)
@@ -297,24 +335,46 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     p.add_argument("--task", nargs="+", default=list(d.tasks), help="tasks: reach push lift")
     p.add_argument("--preset", default=d.preset, help="fowm_core preset: realtime-cpu | paper | path.yaml")
     p.add_argument("--mode", default=d.mode, help="fowm | tdmpc (baseline)")
-    p.add_argument("--obs", default=d.observations, help="rgb+state | rgb | state")
+    p.add_argument(
+        "--obs",
+        default=d.observations,
+        help="rgb+state (camera + proprioception) | rgb | sim-state (simulator positions)",
+    )
     p.add_argument("--offline-episodes", type=int, default=d.offline_episodes)
     p.add_argument("--offline-updates", type=int, default=d.offline_updates)
     p.add_argument("--online-episodes", type=int, default=d.online_episodes)
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--expert-noise", type=float, default=d.expert_noise,
-                   help="expert action noise std (default: per-task 'medium' of fowm-collect)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="preset overrides, e.g. optim.batch_size=128 planner.dtype=float32")
+    p.add_argument(
+        "--expert-noise",
+        type=float,
+        default=d.expert_noise,
+        help="expert action noise std (default: per-task 'medium' of fowm-collect)",
+    )
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="preset overrides, e.g. optim.batch_size=128 planner.dtype=float32",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=d.out)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     return DemoConfig(
-        tasks=tuple(a.task), preset=a.preset, mode=a.mode, observations=a.obs,
-        offline_episodes=a.offline_episodes, offline_updates=a.offline_updates,
-        online_episodes=a.online_episodes, eval_episodes=a.eval_episodes, expert_noise=a.expert_noise,
-        overrides=tuple(a.set), seed=a.seed, out=a.out, progress=not a.no_progress,
+        tasks=tuple(a.task),
+        preset=a.preset,
+        mode=a.mode,
+        observations=a.obs,
+        offline_episodes=a.offline_episodes,
+        offline_updates=a.offline_updates,
+        online_episodes=a.online_episodes,
+        eval_episodes=a.eval_episodes,
+        expert_noise=a.expert_noise,
+        overrides=tuple(a.set),
+        seed=a.seed,
+        out=a.out,
+        progress=not a.no_progress,
     )
 
 
@@ -340,8 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     print("  task   data   random        pretrained        finetuned")
     for r in results:
         cells = [r["random_policy"], r["pretrained"], r["finetuned"]]
-        print(f"  {r['task']:<6} {r['data_success_rate']:>4.0%}  "
-              + "  ".join(f"{c['success_rate']:>5.0%} ({c['return']:6.2f})" for c in cells))
+        print(
+            f"  {r['task']:<6} {r['data_success_rate']:>4.0%}  "
+            + "  ".join(f"{c['success_rate']:>5.0%} ({c['return']:6.2f})" for c in cells)
+        )
     print(f"\nwrote {out / 'summary.json'}, {png}, " + ", ".join(str(out / r["video"]) for r in results))
     minutes = summary["wall_time_s"] / 60
     print(f"took {minutes:.1f} min; TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
