@@ -42,8 +42,8 @@ class DemoConfig:
     """'fowm' (expectile V, AWR policy, uncertainty-penalised planning) or 'tdmpc' (the baseline)."""
     observations: str = "rgb+state"
     """Model inputs: 'rgb+state' (camera + proprioception: the product), 'rgb', or 'sim-state'
-    (proprioception + the cube and goal positions read from the simulator: FOWM's low-dimensional
-    'state' observations, which no real-robot sensor provides)."""
+    (TCP, gripper, cube and goal positions and their differences, read from the simulator: no
+    real-robot sensor provides them)."""
     offline_episodes: int = 40
     """Scripted 'medium' episodes collected per task for offline pretraining."""
     offline_updates: int = 2500
