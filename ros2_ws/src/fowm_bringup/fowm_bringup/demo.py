@@ -120,13 +120,13 @@ class ObservationFilter:
 
     def __init__(self, env, observations: str) -> None:
         self.env = env
-        self.sim_state = observations == "sim-state"
-        self.keys = ("state",) if self.sim_state else tuple(observations.split("+"))
+        self.from_sim = observations == "sim-state"
+        self.keys = ("state",) if self.from_sim else tuple(observations.split("+"))
 
     def spec(self) -> ObservationSpec:
         from fowm_core.specs import ObservationSpec
 
-        if self.sim_state:
+        if self.from_sim:
             return ObservationSpec.make(state_dim=SIM_STATE_DIM)
         space = self.env.observation_space
         return ObservationSpec.make(
@@ -135,7 +135,7 @@ class ObservationFilter:
         )
 
     def _filter(self, obs: dict) -> dict:
-        if self.sim_state:
+        if self.from_sim:
             return {"state": sim_state(self.env.task_state())}
         return {k: obs[k] for k in self.keys}
 
@@ -157,10 +157,13 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     from fowm_core.metrics import MetricsLogger
     from fowm_core.training import collect_episode, evaluate, finetune_online, pretrain_offline
     from fowm_core.weights import save_weights
+    from fowm_sim.config import SimConfig
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
 
-    sim = XArmTaskEnv(task)
+    # sim-state runs discard the rgb observation: render it small and directly instead of from a
+    # 640x480 frame (the demo GIF renders its own full frames either way).
+    sim = XArmTaskEnv(task, SimConfig(task=task, obs_from_full_frame=cfg.observations != "sim-state"))
     env = ObservationFilter(sim, cfg.observations)
     obs_spec = env.spec()
     action_dim = sim.action_space.shape[0]
