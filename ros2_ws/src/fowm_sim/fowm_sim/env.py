@@ -16,10 +16,11 @@ import numpy as np
 from fowm_sim.config import SimConfig
 from fowm_sim.scene import CAMERA_NAME, CUBE_BODY, CUBE_JOINT, GOAL_BODY, GOAL_SHADOW_BODY, build_model
 from fowm_sim.tasks import TaskState, make_task
-from fowm_xarm.camera import preprocess_rgb
+from fowm_xarm.command import ActionMapper
 from fowm_xarm.description import ARM_ACTUATORS, FINGER_ACTUATORS, FINGER_JOINTS, FINGER_TRAVEL_M, TCP_SITE
 from fowm_xarm.kinematics import DOWN_ROT, HOME_Q, XArm7Kinematics
 from fowm_xarm.limits import JOINT_LOWER, JOINT_NAMES, JOINT_UPPER, JOINT_VELOCITY_LIMIT, check_joint_vector
+from fowm_xarm.observation import ObservationConfig, make_observation, state_observation
 
 _HOME_TCP = np.array([0.4, 0.0, 0.25])
 
@@ -47,6 +48,9 @@ class XArmTaskEnv(gym.Env):
         self.task = make_task(task)
         self.render_mode = "rgb_array"
         self.kinematics = XArm7Kinematics(workspace=config.workspace)
+        # The planner node and teleop map actions and build observations through the same objects.
+        self.action_mapper = ActionMapper(self.kinematics, config.max_delta_m)
+        self.observation_config = ObservationConfig(image_size=config.image_size)
         self.model = build_model(config)
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -128,11 +132,8 @@ class XArmTaskEnv(gym.Env):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action contains NaN or Inf: {a}")
         self._check_running()
-        a = np.clip(a, -1.0, 1.0)
-        q_target = self.kinematics.ee_delta_to_joint_targets(
-            self.joint_positions(), a[:3] * self.config.max_delta_m
-        )
-        return self.step_joint_targets(q_target, (a[3] + 1.0) / 2.0)
+        command = self.action_mapper.command(a, self.joint_positions(), self.gripper_position())
+        return self.step_joint_targets(command.joint_targets, command.gripper)
 
     def step_joint_targets(self, joint_targets: np.ndarray, gripper_target: float) -> StepResult:
         """Advance one decision towards joint targets (7,) rad and a gripper opening in [0, 1].
@@ -248,15 +249,17 @@ class XArmTaskEnv(gym.Env):
 
     def _observation(self) -> Obs:
         cfg = self.config
-        if cfg.obs_from_full_frame:
-            rgb = preprocess_rgb(self.render_camera(), cfg.image_size)
-        else:
-            # A square frame with the same vertical field of view sees exactly the centre crop.
-            if self._obs_renderer is None:
-                self._obs_renderer = _make_renderer(self.model, cfg.image_size, cfg.image_size)
-            self._obs_renderer.update_scene(self.data, camera=self._camera)
-            rgb = np.ascontiguousarray(self._obs_renderer.render().transpose(2, 0, 1))
-        state = np.array([*self.tcp_position(), self.gripper_position()], dtype=np.float32)
+        if cfg.obs_from_full_frame:  # exactly the real robot's path (the planner node calls the same)
+            return make_observation(
+                self.render_camera(), self.joint_positions(), self.gripper_position(),
+                self.kinematics, self.observation_config,
+            )  # fmt: skip
+        # A square frame with the same vertical field of view sees exactly the centre crop (faster).
+        if self._obs_renderer is None:
+            self._obs_renderer = _make_renderer(self.model, cfg.image_size, cfg.image_size)
+        self._obs_renderer.update_scene(self.data, camera=self._camera)
+        rgb = np.ascontiguousarray(self._obs_renderer.render().transpose(2, 0, 1))
+        state = state_observation(self.joint_positions(), self.gripper_position(), self.kinematics)
         return {"rgb": rgb, "state": state}
 
 
