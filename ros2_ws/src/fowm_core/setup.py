@@ -20,6 +20,6 @@ setup(
     description="The FOWM algorithm: TD-MPC world model, offline-to-online training and the uncertainty-regularised MPPI planner. Pure Python + PyTorch, no ROS.",
     license="MIT",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": ["fowm-keygen = fowm_core.weights:keygen_main"],
     },
 )

@@ -6,6 +6,11 @@ and a sha256 checksum over that metadata and every tensor's name, dtype, shape a
 truncated or bit-flipped blob is rejected instead of loaded as garbage. Every problem raises
 `WeightsError` with a message naming it.
 
+Authentication: a checksum proves a blob is intact, not who made it. On a robot, weights must come
+from our trainer, so the trainer signs each blob with HMAC-SHA256 under a shared key file
+(`sign_weights`) and the planner verifies the signature (`verify_weights_signature`) before it loads
+anything. `generate_key_file` makes such a key (32 random bytes as hex, mode 0600).
+
 A checkpoint (`save_checkpoint`) adds what exact resumption needs: the agent's training state
 (optimisers, EMA target, counters, RNG), the buffers' contents and the sampler's RNG.
 """
@@ -13,8 +18,10 @@ A checkpoint (`save_checkpoint`) adds what exact resumption needs: the agent's t
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import struct
 import time
 from collections.abc import Mapping
@@ -85,6 +92,67 @@ class LoadedWeights:
 def weights_sha256(data: bytes) -> str:
     """Hex sha256 of a weights blob, as published next to it for the planner's commit check."""
     return hashlib.sha256(data).hexdigest()
+
+
+MIN_KEY_BYTES = 16
+
+
+def load_key_file(path: str | Path) -> bytes:
+    """The HMAC key in `path` (its bytes, surrounding whitespace stripped). Raises WeightsError if the
+    file is missing, unreadable or shorter than MIN_KEY_BYTES."""
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as e:
+        raise WeightsError(f"cannot read weights key file {path}: {e}") from e
+    if len(key) < MIN_KEY_BYTES:
+        raise WeightsError(
+            f"weights key file {path} holds {len(key)} bytes; a key needs at least {MIN_KEY_BYTES} "
+            "(make one with `fowm-keygen PATH`)"
+        )
+    return key
+
+
+def generate_key_file(path: str | Path) -> Path:
+    """Write a new random key (32 bytes, hex) to `path`, readable by its owner only. Refuses to
+    overwrite an existing file (the planner and trainer must share the same key)."""
+    path = Path(path)
+    if path.exists():
+        raise WeightsError(f"{path} exists already; refusing to overwrite a key")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def sign_weights(data: bytes, key: bytes) -> str:
+    """Hex HMAC-SHA256 of a weights blob under `key`."""
+    if len(key) < MIN_KEY_BYTES:
+        raise WeightsError(f"signing key too short ({len(key)} bytes, need {MIN_KEY_BYTES})")
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def verify_weights_signature(data: bytes, signature: str, key: bytes) -> None:
+    """Raise WeightsError unless `signature` is the HMAC-SHA256 of `data` under `key` (compared in
+    constant time)."""
+    if not isinstance(signature, str) or len(signature) != 64:
+        raise WeightsError("signature is not a 64-character hex HMAC-SHA256")
+    if not hmac.compare_digest(sign_weights(data, key), signature.lower()):
+        raise WeightsError("signature mismatch: the weights were not signed with this robot's key")
+
+
+def keygen_main(argv: list[str] | None = None) -> int:
+    """`fowm-keygen PATH`: create the shared weights key for a trainer and its planner."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="fowm-keygen", description=keygen_main.__doc__)
+    parser.add_argument("path", help="key file to create (mode 0600); copy it to the robot and the trainer")
+    args = parser.parse_args(argv)
+    try:
+        print(generate_key_file(args.path))
+    except WeightsError as e:
+        parser.exit(1, f"fowm-keygen: {e}\n")
+    return 0
 
 
 def _checksum(meta_json: str, tensors: Mapping[str, torch.Tensor]) -> str:
