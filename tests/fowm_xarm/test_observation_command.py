@@ -122,3 +122,16 @@ def test_safety_layer_limits_steps_and_refuses_leaving_the_workspace(kin: XArm7K
     out = mapper.enforce(np.full(7, np.nan), 0.5, q, 0.3)
     assert out.held and np.allclose(out.joint_targets, q) and out.gripper == pytest.approx(0.3)
     assert mapper.enforce(q, 7.0, q, 1.0).gripper == 1.0
+
+
+def test_action_message_names_the_observation_stamp() -> None:
+    from fowm_xarm import topics
+
+    msg = topics.deserialize(
+        topics.action_msg(np.array([0.1, -0.2, 0.3, 1.0]), obs_stamp_ns=1_234_567_890_123),
+        topics.ACTION.msgtype,
+    )
+    assert topics.action_obs_stamp(msg) == 1_234_567_890_123
+    assert np.allclose(msg.data, [0.1, -0.2, 0.3, 1.0])
+    plain = topics.deserialize(topics.action_msg(np.zeros(4)), topics.ACTION.msgtype)
+    assert topics.action_obs_stamp(plain) is None

@@ -106,7 +106,7 @@ class BagEpisodeRecorder:
     def step(self, action: np.ndarray, reward: float, info: dict[str, Any]) -> None:
         """Call after env.step(action): records the decision, its reward and the next observation."""
         w, t = self.writer, self.t_ns
-        w.write(topics.ACTION.name, t, topics.action_msg(action))
+        w.write(topics.ACTION.name, t, topics.action_msg(action, obs_stamp_ns=t))
         w.write(
             topics.JOINT_TRAJECTORY.name,
             t,

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ACTION_DIM = 4  # ee dx, dy, dz, gripper
-
 DEFAULT_BINDINGS: dict[str, tuple[int, float]] = {
     "w": (0, 1.0),
     "s": (0, -1.0),

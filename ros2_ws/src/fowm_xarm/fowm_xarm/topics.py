@@ -300,11 +300,37 @@ def float32_msg(value: float) -> bytes:
     return serialize(_T["std_msgs/msg/Float32"](data=float(value)))
 
 
-def action_msg(action: np.ndarray) -> bytes:
-    """std_msgs/Float32MultiArray holding one (4,) action, no layout dims (a flat vector)."""
-    layout = _T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+ACTION_STAMP_LABEL = "obs_stamp_ns:"
+
+
+def action_msg(action: np.ndarray, obs_stamp_ns: int | None = None) -> bytes:
+    """std_msgs/Float32MultiArray holding one (4,) action.
+
+    The action names the stamp of the observation it was computed from in its one layout dimension,
+    label "obs_stamp_ns:<int>" (stock types only, so the stamp rides in the label): ingestion pairs
+    each action with exactly that observation, whatever order a recorder received the topics in.
+    Without a stamp the layout has no dims (a flat vector)."""
     data = np.asarray(action, dtype=np.float32).reshape(-1)
+    dims = []
+    if obs_stamp_ns is not None:
+        if int(obs_stamp_ns) < 0:
+            raise ValueError(f"obs_stamp_ns must be non-negative, got {obs_stamp_ns}")
+        label = f"{ACTION_STAMP_LABEL}{int(obs_stamp_ns)}"
+        dims = [_T["std_msgs/msg/MultiArrayDimension"](label=label, size=data.size, stride=data.size)]
+    layout = _T["std_msgs/msg/MultiArrayLayout"](dim=dims, data_offset=0)
     return serialize(_T["std_msgs/msg/Float32MultiArray"](layout=layout, data=data))
+
+
+def action_obs_stamp(msg: Any) -> int | None:
+    """The observation stamp (ns) an action message names, or None (rclpy or rosbags message).
+    Raises ValueError for a malformed label."""
+    dims = list(msg.layout.dim)
+    if not dims or not dims[0].label.startswith(ACTION_STAMP_LABEL):
+        return None
+    text = dims[0].label[len(ACTION_STAMP_LABEL) :]
+    if not text.isdigit():
+        raise ValueError(f"action layout label {dims[0].label!r} does not hold an integer stamp")
+    return int(text)
 
 
 def episode_event_msg(event: EpisodeEvent) -> bytes:
