@@ -202,3 +202,75 @@ def test_trajectory_validation_names_the_problem():
     for message, (n, points) in cases.items():
         with pytest.raises(ValueError, match=message):
             topics.trajectory_targets(n, points, JOINT_LOWER, JOINT_UPPER)
+
+
+def _flip_byte_inside_an_image(mcap: Path) -> None:
+    """Flip one byte in the middle of the first image's pixel data (a frame of value 0 then 1 ...)."""
+    data = bytearray(mcap.read_bytes())
+    frame1 = np.full((48, 64, 3), 1, np.uint8)
+    frame1[0, 0] = (255, 0, 7)
+    offset = data.find(frame1.tobytes())
+    assert offset > 0, "image payload not found in the file"
+    data[offset + 1000] ^= 0x01
+    mcap.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_in_an_image_is_caught_by_every_crc_checking_reader(tmp_path):
+    from mcap.reader import make_reader
+    from mcap.stream_reader import CRCValidationError
+
+    path = tmp_path / "ep"
+    _write_episode(path)
+    good = read_episode_bag(path, require_checksum=True)
+    assert good.verified and len(good.content_sha256) == 64
+    _flip_byte_inside_an_image(path / "ep.mcap")
+    with pytest.raises(EpisodeBagError, match="checksum mismatch") as err:
+        read_episode_bag(path)
+    assert err.value.reason == "checksum" and str(path) in str(err.value)
+    with open(path / "ep.mcap", "rb") as f, pytest.raises(CRCValidationError):
+        list(make_reader(f, validate_crcs=True).iter_messages())
+
+
+def test_the_content_digest_is_the_bags_identity(tmp_path):
+    """Same messages -> same digest whatever the bag's name; a changed message -> another digest; a
+    tampered digest in the metadata is caught."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write_episode(a)
+    _write_episode(b)
+    assert read_episode_bag(a).content_sha256 == read_episode_bag(b).content_sha256
+    with EpisodeBagWriter(tmp_path / "c") as w:
+        w.write(topics.REWARD.name, 5, topics.float32_msg(1.0))
+    with EpisodeBagWriter(tmp_path / "d") as w:
+        w.write(topics.REWARD.name, 5, topics.float32_msg(2.0))
+    assert read_episode_bag(tmp_path / "c").content_sha256 != read_episode_bag(tmp_path / "d").content_sha256
+    meta = a / "metadata.yaml"
+    digest = read_episode_bag(a).content_sha256
+    meta.write_text(meta.read_text().replace(digest, "0" * 64))
+    with pytest.raises(EpisodeBagError, match="content checksum mismatch"):
+        read_episode_bag(a)
+
+
+def test_records_stream_is_in_log_time_order(tmp_path):
+    path = tmp_path / "ep"
+    _write_episode(path, decisions=3)
+    bag = read_episode_bag(path)
+    times = [t for _, t, _ in bag.records]
+    assert times == sorted(times) and len(bag.records) == sum(len(v) for v in bag.messages.values())
+    assert bag.records[0][0] == topics.EPISODE.name and bag.records[-1][0] == topics.EPISODE.name
+
+
+def test_bags_without_a_digest_are_refused_only_when_checksums_are_required(tmp_path):
+    path = tmp_path / "ep"
+    _write_episode(path)
+    from ruamel.yaml import YAML
+
+    meta = path / "metadata.yaml"
+    yaml = YAML(typ="safe")
+    info = yaml.load(meta.read_text())
+    del info["rosbag2_bagfile_information"]["custom_data"]["fowm_integrity"]
+    with open(meta, "w") as f:
+        yaml.dump(info, f)
+    assert not read_episode_bag(path).verified
+    with pytest.raises(EpisodeBagError, match="no content checksum") as err:
+        read_episode_bag(path, require_checksum=True)
+    assert err.value.reason == "unchecked"

@@ -93,6 +93,12 @@ EPISODE = TopicSpec(
     QosKind.LATCHED,
     'episode events, JSON {"event": "start"|"end", "episode", "task", "seed", "success", ...}',
 )
+WEIGHTS = TopicSpec(
+    "/fowm/weights",
+    "std_msgs/msg/UInt8MultiArray",
+    QosKind.LATCHED,
+    "model weights (fowm_core safetensors blob) from the trainer; committed via the planner's parameters",
+)
 CLOCK = TopicSpec(
     "/clock",
     "rosgraph_msgs/msg/Clock",
@@ -109,6 +115,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ACTION,
     REWARD,
     EPISODE,
+    WEIGHTS,
     CLOCK,
 )
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
@@ -160,6 +167,8 @@ class EpisodeEvent:
     success: bool | None = None  # set at "end"
     episode_return: float | None = None  # sum of rewards, set at "end"
     steps: int | None = None  # decisions taken, set at "end"
+    terminated: bool | None = None  # at "end": True = the task ended it (true terminal, no bootstrapping);
+    # False or None = a time limit or an operator cut it (the value after the last step still counts)
 
     def __post_init__(self) -> None:
         if self.event not in EPISODE_EVENTS:
@@ -173,6 +182,8 @@ class EpisodeEvent:
         payload = {"event": self.event, "episode": self.episode, "task": self.task, "seed": self.seed}
         if self.event == "end":
             payload.update(success=self.success, episode_return=self.episode_return, steps=self.steps)
+            if self.terminated is not None:
+                payload["terminated"] = self.terminated
         return json.dumps(payload, sort_keys=True)
 
     @classmethod
@@ -186,7 +197,7 @@ class EpisodeEvent:
         missing = {"event", "episode", "task"} - set(payload)
         if missing:
             raise ValueError(f"episode event lacks keys {sorted(missing)}: {text[:80]!r}")
-        known = {"event", "episode", "task", "seed", "success", "episode_return", "steps"}
+        known = {"event", "episode", "task", "seed", "success", "episode_return", "steps", "terminated"}
         return cls(**{k: v for k, v in payload.items() if k in known})
 
 
