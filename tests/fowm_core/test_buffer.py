@@ -1,4 +1,5 @@
-"""EpisodeBuffer / BalancedSampler: windows stay inside episodes, ratios hold, memory is bounded."""
+"""EpisodeBuffer / BalancedSampler: windows start anywhere and are masked past the end, prioritised
+replay follows its priorities, ratios hold, memory is bounded."""
 
 from __future__ import annotations
 
@@ -24,26 +25,79 @@ def make_episode(ep_id: int, steps: int, terminated: bool = False) -> Episode:
     return Episode(obs, action, reward, terminated=terminated, truncated=not terminated)
 
 
-def test_windows_never_cross_episode_boundaries() -> None:
+def test_windows_start_anywhere_and_are_masked_past_the_episode_end() -> None:
+    """As in the official code, a window may start at any step, also in the last H-1 steps of a
+    time-limited episode; what lies past the end is padding, flagged by `ended`."""
     buf = EpisodeBuffer(SPEC, action_dim=2, capacity_steps=400, horizon=H)
-    for i in range(12):
-        buf.add(make_episode(i, steps=int(6 + 3 * (i % 4))))
-    batch = buf.sample(2048, np.random.default_rng(0))
-    assert batch.obs["state"].shape == (H + 1, 2048, 3)
-    assert batch.obs["rgb"].shape == (H + 1, 2048, 3, 8, 8) and batch.obs["rgb"].dtype == torch.uint8
-    assert batch.action.shape == (H, 2048, 2) and batch.reward.shape == (H, 2048, 1)
+    lengths = [int(6 + 3 * (i % 4)) for i in range(12)]
+    for i, n in enumerate(lengths):
+        buf.add(make_episode(i, steps=n))
+    assert buf.num_windows == sum(lengths)  # one window per transition
+    batch = buf.sample(4096, np.random.default_rng(0))
+    assert batch.obs["state"].shape == (H + 1, 4096, 3)
+    assert batch.obs["rgb"].shape == (H + 1, 4096, 3, 8, 8) and batch.obs["rgb"].dtype == torch.uint8
+    assert batch.action.shape == (H, 4096, 2) and batch.reward.shape == (H, 4096, 1)
+    assert batch.ended.shape == (H, 4096, 1) and torch.all(batch.terminated == 0)
     ep_ids = batch.obs["state"][..., 0]
-    assert torch.all(ep_ids == ep_ids[0:1])  # one episode per window
+    assert torch.all(ep_ids == ep_ids[0:1])  # one episode per window, never the next one's data
     assert torch.all(batch.obs["rgb"][:, :, 0, 0, 0].float() == ep_ids)
-    steps = batch.obs["state"][..., 1]
-    assert torch.all(steps[1:] - steps[:-1] == 1)  # consecutive steps
-    assert torch.all(batch.action[..., 0] == ep_ids[:-1]) and torch.all(batch.action[..., 1] == steps[:-1])
-    assert torch.all(batch.reward[..., 0] == steps[:-1] + 1000.0 * ep_ids[:-1])
-    assert torch.all(batch.terminated == 0)
-    # Every valid start of every episode is drawn: uniform over windows, none missing.
-    starts = {(int(e), int(s)) for e, s in zip(ep_ids[0], steps[0])}
-    expected = {(i, s) for i in range(12) for s in range(int(6 + 3 * (i % 4)) - H + 1)}
-    assert starts == expected
+    start, steps = batch.obs["state"][0, :, 1], batch.obs["state"][..., 1]
+    n = torch.tensor(lengths, dtype=torch.float32)[ep_ids[0].long()]  # (B,) episode lengths
+    t = torch.arange(H + 1, dtype=torch.float32)[:, None]
+    assert torch.equal(steps, torch.minimum(start + t, n))  # past the end: the final observation again
+    inside = start + t[:-1] < n  # (H, B)
+    assert torch.equal(batch.ended[..., 0], (start + t[:-1] == n - 1).float())  # the last transition
+    assert torch.all(batch.action[~inside] == 0) and torch.all(batch.reward[~inside] == 0)
+    assert torch.all(batch.action[..., 1][inside] == steps[:-1][inside])
+    # Every step of every episode starts some window, the last H-1 steps included.
+    starts = {(int(e), int(s)) for e, s in zip(ep_ids[0], start)}
+    assert starts == {(i, s) for i, n in enumerate(lengths) for s in range(n)}
+    late = start >= n - H + 1  # windows the old sampler never drew
+    assert late.float().mean() > 0.3
+    assert torch.equal(batch.index, torch.as_tensor(buf._index()[0])[ep_ids[0].long()] + start.long())
+
+
+def test_prioritised_sampling_follows_priorities_and_weights_correct_for_them() -> None:
+    buf = EpisodeBuffer(SPEC, action_dim=2, capacity_steps=100, horizon=H)
+    buf.add(make_episode(0, steps=10))
+    buf.add(make_episode(1, steps=10))
+    probe = buf.sample(20, np.random.default_rng(0))
+    assert buf._priority[probe.index.numpy()].tolist() == [1.0] * 20  # new windows: max priority (1)
+    slots = buf._index()[4]  # (20,) slot of each window
+    priority = np.arange(1.0, 21.0)  # window k gets TD error k + 1
+    buf.update_priorities(slots, priority)
+    draws = 200_000
+    batch = buf.sample(draws, np.random.default_rng(1), alpha=0.6, beta=0.4)
+    counts = np.bincount(np.searchsorted(slots, batch.index.numpy()), minlength=20) / draws
+    want = priority**0.6 / (priority**0.6).sum()
+    np.testing.assert_allclose(counts, want, rtol=0.05)
+    # importance weights (N P)^-beta, normalised by the batch max: the rarest window weighs 1
+    w = batch.weight.numpy()
+    raw = (20 * want[np.searchsorted(slots, batch.index.numpy())]) ** -0.4
+    np.testing.assert_allclose(w, raw / raw.max(), rtol=1e-5)
+    assert w.max() == pytest.approx(1.0) and w.min() == pytest.approx(
+        (want.min() / want.max()) ** 0.4, rel=1e-5
+    )
+    # alpha 0 is uniform and unweighted; a new episode's windows enter at the current max priority
+    uniform = np.bincount(np.searchsorted(slots, buf.sample(draws, np.random.default_rng(2)).index.numpy()))
+    np.testing.assert_allclose(uniform / draws, 1 / 20, rtol=0.05)
+    buf.add(make_episode(2, steps=6))
+    assert np.all(buf._priority[buf._index()[4][-6:]] == pytest.approx(20.0 + 1e-6))
+
+
+def test_balanced_sampler_sends_priorities_back_to_the_right_buffer() -> None:
+    offline, online = EpisodeBuffer(SPEC, 2, 200, H), EpisodeBuffer(SPEC, 2, 200, H)
+    for i in range(3):
+        offline.add(make_episode(i, 12))
+        online.add(make_episode(100 + i, 12))
+    sampler = BalancedSampler(offline, online, 0.5, seed=0)
+    batch = sampler.sample(16, alpha=0.6, beta=0.4)
+    assert batch.weight.shape == (16,) and batch.index.shape == (16,)
+    from_offline = batch.obs["state"][0, :, 0] < 100
+    assert from_offline[:8].all() and not from_offline[8:].any()
+    sampler.update_priorities(batch, np.where(from_offline.numpy(), 7.0, 9.0))
+    assert set(offline._priority[batch.index[:8].numpy()].round(3)) == {7.0}
+    assert set(online._priority[batch.index[8:].numpy()].round(3)) == {9.0}
 
 
 def test_terminated_episode_windows_stop_at_the_terminal() -> None:
@@ -60,6 +114,7 @@ def test_terminated_episode_windows_stop_at_the_terminal() -> None:
     for col in range(term.shape[1]):
         k = 2 - int(step[0, col])
         assert term[k, col] == 1 and term[:, col].sum() == 1
+        assert batch.ended[k, from7.nonzero()[col, 0], 0] == 1  # a terminal also ends the episode
         assert torch.all(action[k + 1 :, col] == 0)
         assert torch.all(step[k + 1 :, col] == 3)  # the final observation is repeated
     assert torch.all(batch.terminated[:, ~from7] == 0)
@@ -100,14 +155,14 @@ def test_bad_episodes_are_rejected(kwargs: dict, message: str) -> None:
     assert buf.num_episodes == 0
 
 
-def test_too_short_and_too_long_episodes_are_rejected() -> None:
+def test_short_episodes_are_usable_and_too_long_ones_rejected() -> None:
     buf = EpisodeBuffer(SPEC, action_dim=2, capacity_steps=30, horizon=H)
-    with pytest.raises(ValueError, match="at least horizon"):
-        buf.add(make_episode(0, steps=3))
-    with pytest.raises(ValueError, match="needs 41 slots > capacity 30"):
-        buf.add(make_episode(0, steps=40))
     with pytest.raises(ValueError, match="empty"):
         buf.sample(4, np.random.default_rng(0))
+    buf.add(make_episode(0, steps=3))  # shorter than H: its windows are masked after step 2
+    assert buf.num_windows == 3
+    with pytest.raises(ValueError, match="needs 41 slots > capacity 30"):
+        buf.add(make_episode(0, steps=40))
 
 
 def test_balanced_sampler_ratio_holds_and_falls_back_to_offline() -> None:
@@ -132,7 +187,9 @@ def test_state_dict_and_npz_round_trip(tmp_path) -> None:
     for i in range(9):
         buf.add(make_episode(i, 10 + i % 2, terminated=i == 8))
     other = EpisodeBuffer(SPEC, 2, 80, H)
+    buf.update_priorities(np.arange(5), np.arange(5.0))
     other.load_state_dict(buf.state_dict())
+    assert np.array_equal(other._priority[:5], buf._priority[:5])
     a = buf.sample(100, np.random.default_rng(5))
     b = other.sample(100, np.random.default_rng(5))
     for k in a.obs:

@@ -49,6 +49,26 @@ def test_both_modalities_are_averaged() -> None:
         WorldModel(load_config("paper", SMALL).model, ObservationSpec.make(rgb=(3, 20, 20)), 2)
 
 
+def test_pixels_are_scaled_to_unit_range_as_in_the_official_code() -> None:
+    """The official encoder divides uint8 pixels by 255 ([0, 1]); ours folds that into the first conv."""
+    m = WorldModel(load_config("paper", SMALL).model, RGB_STATE, action_dim=2)
+    x = _obs((3,))["rgb"]
+    want = m.encoders["rgb"].head(m.encoders["rgb"].convs(x.float() / 255.0).flatten(1))
+    assert torch.allclose(m.encoders["rgb"](x), want, atol=1e-5)
+    shifted = m.encoders["rgb"].head(m.encoders["rgb"].convs(x.float() / 255.0 - 0.5).flatten(1))
+    assert not torch.allclose(m.encoders["rgb"](x), shifted, atol=1e-3)  # [-0.5, 0.5] would differ
+
+
+def test_value_head_has_the_q_heads_shape() -> None:
+    """Official V: Linear -> LayerNorm -> Tanh -> Linear -> ELU -> Linear(1), like each Q head."""
+    m = WorldModel(load_config("paper", SMALL).model, RGB_STATE, action_dim=2)
+    kinds = [type(layer).__name__ for layer in m.value]
+    assert kinds == ["Linear", "LayerNorm", "Tanh", "Linear", "ELU", "Linear"]
+    z = torch.rand(4, 8)
+    h = torch.nn.functional.elu(m.value[3](torch.tanh(m.value[1](m.value[0](z)))))
+    assert torch.allclose(m.v(z), m.value[5](h))
+
+
 def test_q_ensemble_is_one_batched_call_matching_per_member_heads() -> None:
     m = WorldModel(load_config("paper", SMALL).model, RGB_STATE, action_dim=2)
     torch.nn.init.normal_(m.qs.l3.weight)  # un-zero the last layer so members can differ

@@ -6,6 +6,7 @@ Loss pieces are small pure functions so they can be checked by hand.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -17,6 +18,13 @@ from fowm_core.config import FOWMConfig
 from fowm_core.planner import UncertaintyPenalisedMPPI
 from fowm_core.specs import RGB_KEY, Batch, ObservationSpec
 from fowm_core.world_model import WorldModel
+
+# The official code clips the offline dataset's actions to +-(1 - 1e-5) (`is_data_clip`,
+# `data_clip_eps`); we clip every batch, which differs from it by at most 1e-5 on online actions.
+DATA_ACTION_LIMIT = 1.0 - 1e-5
+# TD-MPC's policy loss and TD target use the policy's action plus N(0, min_std) noise clipped to
+# +-0.3 (official `pi(z, std=min_std)`); the result is clamped into the open action box.
+TDMPC_NOISE_CLIP = 0.3
 
 # -- loss pieces ---------------------------------------------------------------------------------
 
@@ -35,10 +43,15 @@ def time_weights(terminated: torch.Tensor, rho: float) -> torch.Tensor:
     return decay[:, None, None] * alive_mask(terminated)
 
 
+def window_losses(per_step: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_t w_t * l_t / H for each window (so the gradient scale does not grow with the horizon).
+    per_step, weights: (H, B, 1) -> (B,)."""
+    return (weights * per_step).sum(0)[:, 0] / per_step.shape[0]
+
+
 def weighted_loss(per_step: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_t w_t * l_t, averaged over the batch and divided by H (so the gradient scale does not
-    grow with the horizon). per_step, weights: (H, B, 1) -> scalar."""
-    return (weights * per_step).sum(0).mean() / per_step.shape[0]
+    """sum_t w_t * l_t, averaged over the batch and divided by H. (H, B, 1) -> scalar."""
+    return window_losses(per_step, weights).mean()
 
 
 def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
@@ -52,9 +65,9 @@ def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torc
 
 
 def policy_nll(pred: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-    """-log pi(a|z) for a deterministic tanh policy read as a Gaussian with a fixed std, up to
-    constants and scale: the squared error averaged over action dims. (..., A) -> (..., 1)."""
-    return (pred - action).square().mean(-1, keepdim=True)
+    """-log pi(a|z) for a deterministic tanh policy read as a unit-std Gaussian, without the constant:
+    0.5 * squared error summed over action dims, as the official code. (..., A) -> (..., 1)."""
+    return 0.5 * (pred - action).square().sum(-1, keepdim=True)
 
 
 # -- agent ---------------------------------------------------------------------------------------
@@ -83,6 +96,7 @@ class FOWMAgent:
         self._aug_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         self._draw_gen = torch.Generator().manual_seed(cfg.seed + 2)  # CPU: minQ member pairs
         self.num_updates = 0
+        self.td_priority: np.ndarray | None = None  # (B,) of the last update: feed to update_priorities
         self._planner_stale = True
 
     # -- acting ----------------------------------------------------------------------------------
@@ -98,69 +112,70 @@ class FOWMAgent:
 
     # -- learning --------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient step of the world model and one of the policy. Returns every loss term
-        (before its coefficient), grad norms and value statistics."""
+        """One gradient step of the world model, then one of the policy (after the model step, as
+        the official code). Returns every loss term (before its coefficient), grad norms and value
+        statistics. Leaves each window's TD-error priority in `self.td_priority` (B,)."""
         self._check_batch(batch)
         cfg, m, fowm = self.cfg.optim, self.model, self.cfg.mode == "fowm"
         b = batch.to(self.device)
         obs = dict(b.obs)
         if RGB_KEY in obs and cfg.image_pad > 0:
             obs[RGB_KEY] = random_shift(obs[RGB_KEY], cfg.image_pad, self._aug_gen)
-        H = b.horizon
-        a, r, term = b.action, b.reward, b.terminated  # (H, B, A), (H, B, 1), (H, B, 1)
-        w = time_weights(term, cfg.rho)  # (H, B, 1)
+        a = b.action.clamp(-DATA_ACTION_LIMIT, DATA_ACTION_LIMIT)  # (H, B, A)
+        r, term = b.reward, b.terminated  # (H, B, 1), (H, B, 1)
+        w = time_weights(b.episode_end, cfg.rho)  # (H, B, 1): rho^t, 0 after the episode's last step
         m.train()
 
-        with torch.no_grad():
-            next_obs = {k: v[1:] for k, v in obs.items()}
-            z_next_target = m.encode(next_obs, target=True)  # (H, B, L)
-            z_next = m.encode(next_obs)
-            if fowm:  # IQL-style: bootstrap from V, so only in-sample actions are backed up
-                next_value = m.v(z_next)
-            else:  # TD-MPC: bootstrap from the target Qs at the policy's action
-                next_value = m.q_min(z_next, m.pi(z_next), target=True, generator=self._draw_gen)
-            td_target = r + cfg.discount * (1.0 - term) * next_value  # (H, B, 1)
-
-        # Latent rollout from the first observation
-        z = m.encode({k: v[0] for k, v in obs.items()})  # (B, L)
-        zs = [z]
-        for t in range(H):
-            z = m.next(z, a[t])
-            zs.append(z)
-        latents = torch.stack(zs)  # (H+1, B, L)
-        z_t = latents[:-1]
-
-        consistency = weighted_loss((latents[1:] - z_next_target).square().mean(-1, keepdim=True), w)
-        reward_loss = weighted_loss((m.reward(z_t, a) - r).square(), w)
-        q = m.q_all(z_t, a)  # (E, H, B, 1)
-        q_loss = weighted_loss((q - td_target[None]).square().sum(0), w)
-        total = cfg.consistency_coef * consistency + cfg.reward_coef * reward_loss + cfg.q_coef * q_loss
-        if fowm:
+        with self._autocast():
             with torch.no_grad():
-                q_min_target = m.q_min(z_t.detach(), a, target=True, generator=self._draw_gen)  # (H, B, 1)
-            v = m.v(z_t.detach())
-            v_loss = weighted_loss(expectile_loss(q_min_target - v, cfg.expectile), w)
-            total = total + cfg.v_coef * v_loss
+                next_obs = {k: v[1:] for k, v in obs.items()}
+                z_next_target = m.encode(next_obs, target=True).float()  # (H, B, L)
+                z_next = m.encode(next_obs)
+                if fowm:  # IQL-style: bootstrap from V, so only in-sample actions are backed up
+                    next_value = m.v(z_next).float()
+                else:  # TD-MPC: bootstrap from the target Qs at the (noisy) policy action
+                    a_next = self._tdmpc_pi(z_next)
+                    next_value = m.q_min(z_next, a_next, target=True, generator=self._draw_gen)
+                td_target = r + cfg.discount * (1.0 - term) * next_value.float()  # (H, B, 1)
+
+            # Latent rollout from the first observation
+            z = m.encode({k: v[0] for k, v in obs.items()})  # (B, L)
+            zs = [z]
+            for t in range(b.horizon):
+                z = m.next(z, a[t])
+                zs.append(z)
+            latents = torch.stack(zs)  # (H+1, B, L)
+            z_t = latents[:-1]
+
+            consistency = (latents[1:].float() - z_next_target).square().mean(-1, keepdim=True)
+            losses = {  # each (B,): one value per window
+                "consistency": window_losses(consistency, w),
+                "reward": window_losses((m.reward(z_t, a).float() - r).square(), w),
+            }
+            q = m.q_all(z_t, a).float()  # (E, H, B, 1)
+            losses["q"] = window_losses((q - td_target[None]).square().sum(0), w)
+            coefs = {"consistency": cfg.consistency_coef, "reward": cfg.reward_coef, "q": cfg.q_coef}
+            if fowm:
+                with torch.no_grad():
+                    q_min_target = m.q_min(z_t.detach(), a, target=True, generator=self._draw_gen).float()
+                # Not detached (official): V's expectile loss also trains the encoder and dynamics.
+                v = m.v(z_t).float()  # (H, B, 1)
+                losses["v"] = window_losses(expectile_loss(q_min_target - v, cfg.expectile), w)
+                coefs["v"] = cfg.v_coef
+            total_per_window = sum(coefs[k] * losses[k] for k in losses)  # (B,)
+            # Prioritised replay: importance weights on the world-model loss only (official).
+            is_weight = b.weight if b.weight is not None else torch.ones_like(total_per_window)
+            total = (total_per_window * is_weight).mean()
 
         self.model_optim.zero_grad(set_to_none=True)
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self._model_params, cfg.grad_clip_norm)
         self.model_optim.step()
+        self.model_optim.zero_grad(set_to_none=True)  # free them; the policy step must add none
+        with torch.no_grad():  # the new priority: rho-weighted L1 TD error summed over members and steps
+            self.td_priority = (w * (q - td_target[None]).abs().sum(0)).sum(0)[:, 0].cpu().numpy()
 
-        # Policy: AWR on dataset actions (fowm) or maximise minQ (tdmpc); z detached either way.
-        zd = z_t.detach()
-        if fowm:
-            advantage = (q_min_target - v).detach()
-            weights = awr_weights(advantage, cfg.awr_beta, cfg.awr_max_weight)
-            pi_loss = weighted_loss(weights * policy_nll(m.pi(zd), a), w)
-        else:
-            pi_loss = -weighted_loss(m.q_min(zd, m.pi(zd), generator=self._draw_gen), w)
-        self.pi_optim.zero_grad(set_to_none=True)
-        pi_loss.backward()
-        pi_grad_norm = torch.nn.utils.clip_grad_norm_(self.model.policy.parameters(), cfg.grad_clip_norm)
-        self.pi_optim.step()
-        if not fowm:  # the tdmpc policy loss left gradients in the Qs; they must not leak
-            self.model_optim.zero_grad(set_to_none=True)
+        pi_stats, pi_loss = self._update_policy(latents.detach(), a, b.episode_end)
 
         self.num_updates += 1
         if self.num_updates % cfg.target_update_freq == 0:
@@ -168,16 +183,68 @@ class FOWMAgent:
         self._planner_stale = True
 
         stats = {
-            "consistency_loss": consistency, "reward_loss": reward_loss, "q_loss": q_loss,
-            "pi_loss": pi_loss, "total_loss": total, "grad_norm": grad_norm, "pi_grad_norm": pi_grad_norm,
+            "consistency_loss": losses["consistency"].mean(), "reward_loss": losses["reward"].mean(),
+            "q_loss": losses["q"].mean(), "pi_loss": pi_loss, "total_loss": total, "grad_norm": grad_norm,
             "q_mean": q.mean(), "q_ensemble_std": q.std(0).mean(), "td_target_mean": td_target.mean(),
+            "is_weight_mean": is_weight.mean(), **pi_stats,
         }  # fmt: skip
         if fowm:
-            stats |= {"v_loss": v_loss, "v_mean": v.mean(), "advantage_mean": advantage.mean(),
-                      "awr_weight_mean": weights.mean()}  # fmt: skip
+            stats |= {"v_loss": losses["v"].mean(), "v_mean": v.mean()}
         keys = list(stats)
         values = torch.stack([s.detach().float() for s in stats.values()]).tolist()  # one device sync
         return dict(zip(keys, values, strict=True))
+
+    def _update_policy(
+        self, latents: torch.Tensor, a: torch.Tensor, ended: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One policy step on detached latents (H+1, B, L), after the model step.
+
+        fowm: AWR on dataset actions, with the advantage minQ_target(z, a) - V(z) of the just-updated
+        V (official order). tdmpc (official TD-MPC): maximise the online minQ at the noisy policy
+        action on all H+1 latents, sum_t rho^t, with the Qs frozen so no gradient reaches them.
+        Unlike the official code, latents past an episode's end are masked here too: in our buffer
+        they are padding, not the next episode's data."""
+        cfg, m = self.cfg.optim, self.model
+        w = time_weights(ended, cfg.rho)  # (H, B, 1)
+        m.qs.requires_grad_(False)  # the policy loss must not leave gradients in the Qs
+        try:
+            with self._autocast():
+                if self.cfg.mode == "fowm":
+                    zd = latents[:-1]
+                    with torch.no_grad():
+                        advantage = (m.q_min(zd, a, target=True, generator=self._draw_gen) - m.v(zd)).float()
+                        weights = awr_weights(advantage, cfg.awr_beta, cfg.awr_max_weight)
+                    pi_loss = weighted_loss(weights * policy_nll(m.pi(zd).float(), a), w)
+                    stats = {"advantage_mean": advantage.mean(), "awr_weight_mean": weights.mean()}
+                else:
+                    # latent t >= 1 is real while the transition into it is: (H+1, B, 1) weights
+                    w_lat = time_weights(torch.cat([torch.zeros_like(ended[:1]), ended]), cfg.rho)
+                    a_pi = self._tdmpc_pi(latents)
+                    q = m.q_min(latents, a_pi, generator=self._draw_gen).float()  # (H+1, B, 1)
+                    pi_loss = -(w_lat * q).sum(0).mean()
+                    stats = {}
+                pre = m.policy(latents).float()  # tanh pre-activations, for the saturation diagnostic
+            stats["pi_saturation"] = (pre.abs() > 5.0).float().mean()  # share of dims with |a| > 0.9999
+            self.pi_optim.zero_grad(set_to_none=True)
+            pi_loss.backward()
+            pi_grad_norm = torch.nn.utils.clip_grad_norm_(self.model.policy.parameters(), cfg.grad_clip_norm)
+            self.pi_optim.step()
+        finally:
+            m.qs.requires_grad_(True)
+        return {**stats, "pi_grad_norm": pi_grad_norm}, pi_loss
+
+    def _tdmpc_pi(self, z: torch.Tensor) -> torch.Tensor:
+        """TD-MPC's training action pi(z) + clip(N(0, min_std), +-0.3), clamped to the open action box
+        with a straight-through gradient (official `TruncatedNormal.sample(clip=0.3)`)."""
+        mu = self.model.pi(z)
+        noise = torch.randn(mu.shape, generator=self._draw_gen).to(mu.device, mu.dtype)
+        x = mu + (noise * self.cfg.planner.min_std).clamp(-TDMPC_NOISE_CLIP, TDMPC_NOISE_CLIP)
+        return x - x.detach() + x.detach().clamp(-1.0 + 1e-6, 1.0 - 1e-6)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.optim.amp_dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.cfg.optim.amp_dtype))
 
     def _check_batch(self, batch: Batch) -> None:
         if batch.action.dim() != 3 or batch.action.shape[-1] != self.action_dim:

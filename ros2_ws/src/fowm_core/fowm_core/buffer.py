@@ -1,8 +1,11 @@
 """Episode storage and sampling of H+1-step training windows.
 
 `EpisodeBuffer` keeps whole episodes in preallocated numpy arrays (a ring of observation
-slots, oldest episodes evicted first) and samples windows uniformly over all valid start
-steps; FOWM samples uniformly in its offline-to-online setting, so no prioritisation here.
+slots, oldest episodes evicted first). A window may start at any step of an episode, as in the
+official FOWM code; steps past the episode's end are padding that the update masks. Windows are
+drawn uniformly or, as the official code trains (`per: true` on both buffers), with prioritised
+replay: P(window) ~ priority^alpha, with importance weights (N P)^-beta / max in the batch and
+priorities set from the Q-ensemble's TD error by `update_priorities`.
 `BalancedSampler` draws each batch from an offline and an online buffer in a fixed ratio.
 """
 
@@ -19,6 +22,8 @@ import torch
 from fowm_core.specs import Batch, ObservationSpec
 
 NPZ_FORMAT_VERSION = 1
+PRIORITY_EPS = 1e-6  # added to every priority so no window becomes unreachable (official value)
+PRIORITY_MAX = 1e4  # TD errors are clipped here before they become priorities (official value)
 
 
 @dataclass
@@ -96,9 +101,11 @@ class EpisodeBuffer:
     end of the arrays starts again at slot 0, and every episode it overlaps is evicted, which is
     always the oldest ones. Memory is fixed at construction: capacity_steps slots of each array.
 
-    Valid window starts: in a truncated episode every s with s + H <= T; in a terminated episode
-    every s < T, where steps past the terminal repeat the final observation with zero action and
-    reward (the model masks everything after a terminal, so padding is never learned from).
+    Valid window starts: every step s < T of every episode. Steps past the episode's end repeat
+    the final observation with zero action and reward, and `Batch.ended` flags the episode's last
+    transition, after which the model masks every loss term, so padding is never learned from.
+    The late steps of an episode, where rewards concentrate, are thus trained as often as the rest.
+    Each slot also holds the replay priority of the window that starts there.
     """
 
     def __init__(self, obs_spec: ObservationSpec, action_dim: int, capacity_steps: int, horizon: int) -> None:
@@ -117,6 +124,7 @@ class EpisodeBuffer:
         }
         self._action = np.zeros((capacity_steps, action_dim), dtype=np.float32)
         self._reward = np.zeros((capacity_steps,), dtype=np.float32)
+        self._priority = np.ones((capacity_steps,), dtype=np.float64)
         # Episodes in insertion order (oldest first): start slot, transitions T, terminated flag.
         self._starts: list[int] = []
         self._lengths: list[int] = []
@@ -154,11 +162,6 @@ class EpisodeBuffer:
         slots = steps + 1
         if slots > self.capacity_steps:
             raise ValueError(f"episode of {steps} steps needs {slots} slots > capacity {self.capacity_steps}")
-        if not episode.terminated and steps < self.horizon:
-            raise ValueError(
-                f"a non-terminated episode needs at least horizon={self.horizon} steps to give a training "
-                f"window, got {steps}"
-            )
         start = self._write
         if start + slots > self.capacity_steps:
             # Wrap: the skipped tail [start, capacity) holds the oldest episodes; evict them too.
@@ -172,12 +175,19 @@ class EpisodeBuffer:
         self._action[end - 1] = 0.0
         self._reward[start : end - 1] = episode.reward
         self._reward[end - 1] = 0.0
+        # New windows get the highest priority stored so far, so each is drawn soon (official rule).
+        self._priority[start : end - 1] = self._max_priority()
         self._starts.append(start)
         self._lengths.append(steps)
         self._terminated.append(episode.terminated)
         self._write = end % self.capacity_steps
         self._episodes_added += 1
         self._index_cache = None
+
+    def _max_priority(self) -> float:
+        if not self._starts:
+            return 1.0
+        return float(self._priority[self._index()[4]].max())
 
     def _evict(self, overlaps: Any) -> None:
         keep = [i for i, (s, n) in enumerate(zip(self._starts, self._lengths)) if not overlaps(s, n)]
@@ -200,34 +210,66 @@ class EpisodeBuffer:
 
     # ---------------------------------------------------------------- sampling
     def _index(self) -> tuple[np.ndarray, ...]:
-        """Per-episode arrays used by `sample`: start, T, terminated, cumulative window counts."""
+        """Per-episode arrays used by `sample`: start, T, terminated, cumulative window counts, and the
+        slot of every window's first step (N,), in window order."""
         if self._index_cache is None:
             starts = np.asarray(self._starts, dtype=np.int64)
             lengths = np.asarray(self._lengths, dtype=np.int64)
             term = np.asarray(self._terminated, dtype=bool)
-            windows = np.where(term, lengths, np.maximum(lengths - self.horizon + 1, 0))
-            self._index_cache = (starts, lengths, term, np.cumsum(windows))
+            slots = np.concatenate([np.arange(s, s + n) for s, n in zip(self._starts, self._lengths)])
+            self._index_cache = (starts, lengths, term, np.cumsum(lengths), slots)
         return self._index_cache
 
-    def sample_indices(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Uniformly drawn windows as (episode index (B,), start offset within episode (B,))."""
+    def sample_indices(
+        self, batch_size: int, rng: np.random.Generator, alpha: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Windows drawn with P ~ priority^alpha (alpha 0: uniform) as (episode index (B,), start offset
+        within the episode (B,), each window's sampling probability (B,) or None when uniform)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not self._starts:
             raise ValueError("cannot sample from an empty EpisodeBuffer")
-        _, _, _, cum = self._index()
-        flat = rng.integers(0, cum[-1], size=batch_size)
+        _, _, _, cum, slots = self._index()
+        prob = None
+        if alpha == 0.0:
+            flat = rng.integers(0, cum[-1], size=batch_size)
+        else:
+            p = self._priority[slots] ** alpha  # (N,)
+            cdf = np.cumsum(p)
+            flat = np.searchsorted(cdf, rng.random(batch_size) * cdf[-1], side="right")
+            flat = np.minimum(flat, len(p) - 1)  # guards the float edge u * total == total
+            prob = p[flat] / cdf[-1]
         ep = np.searchsorted(cum, flat, side="right")  # (B,)
         offset = flat - np.concatenate(([0], cum[:-1]))[ep]  # (B,)
-        return ep, offset
+        return ep, offset, prob
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
-        """A Batch of `batch_size` windows of H transitions (H+1 observations), drawn uniformly."""
-        ep, offset = self.sample_indices(batch_size, rng)
-        return self._gather(ep, offset)
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, alpha: float = 0.0, beta: float = 0.0
+    ) -> Batch:
+        """A Batch of `batch_size` windows of H transitions (H+1 observations), drawn uniformly
+        (alpha 0) or by priority^alpha with importance weights (N P)^-beta / max (`Batch.weight`)."""
+        ep, offset, prob = self.sample_indices(batch_size, rng, alpha)
+        batch = self._gather(ep, offset)
+        if prob is not None:
+            w = (self.num_windows * prob) ** -beta
+            batch.weight = torch.from_numpy((w / w.max()).astype(np.float32))
+        return batch
+
+    def update_priorities(
+        self, index: np.ndarray | torch.Tensor, priority: np.ndarray | torch.Tensor
+    ) -> None:
+        """Set the priority of the windows starting at buffer slots `index` (B,) from their TD errors
+        (B,): min(error, 1e4) + 1e-6, as the official code does."""
+        index = np.asarray(index, dtype=np.int64)
+        priority = np.asarray(priority, dtype=np.float64).reshape(-1)
+        if index.shape != priority.shape:
+            raise ValueError(f"index {index.shape} and priority {priority.shape} must have the same shape")
+        if not np.all(np.isfinite(priority)):
+            raise ValueError("priorities must be finite")
+        self._priority[index] = np.minimum(priority, PRIORITY_MAX) + PRIORITY_EPS
 
     def _gather(self, ep: np.ndarray, offset: np.ndarray) -> Batch:
-        starts, lengths, term, _ = self._index()
+        starts, lengths, term, _, _ = self._index()
         h = self.horizon
         t = offset[None, :] + np.arange(h + 1)[:, None]  # (H+1, B) step within episode
         n = lengths[ep][None, :]  # (1, B)
@@ -235,16 +277,19 @@ class EpisodeBuffer:
         obs_idx = s + np.minimum(t, n)  # (H+1, B); past the terminal repeat the final obs
         act_t = t[:-1]  # (H, B)
         act_idx = s + np.minimum(act_t, n)  # slot n holds zero action/reward
-        valid = act_t < n  # (H, B) False only after a terminal
+        valid = act_t < n  # (H, B) False past the episode's end
         obs = {k: torch.from_numpy(v[obs_idx]) for k, v in self._obs.items()}
         action = np.where(valid[..., None], self._action[act_idx], 0.0).astype(np.float32)
         reward = np.where(valid, self._reward[act_idx], 0.0).astype(np.float32)
-        terminated = (term[ep][None, :] & (act_t == n - 1)).astype(np.float32)
+        last = act_t == n - 1  # (H, B) the episode's last transition
+        terminated = (term[ep][None, :] & last).astype(np.float32)
         return Batch(
             obs=obs,
             action=torch.from_numpy(action),
             reward=torch.from_numpy(reward[..., None]),
             terminated=torch.from_numpy(terminated[..., None]),
+            ended=torch.from_numpy(last.astype(np.float32)[..., None]),
+            index=torch.from_numpy(s[0] + offset),
         )
 
     # ---------------------------------------------------------------- persistence
@@ -268,6 +313,7 @@ class EpisodeBuffer:
             "obs": {k: torch.from_numpy(v[used]) for k, v in self._obs.items()},
             "action": torch.from_numpy(self._action[used]),
             "reward": torch.from_numpy(self._reward[used]),
+            "priority": torch.from_numpy(self._priority[used]),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -285,6 +331,7 @@ class EpisodeBuffer:
             v[used] = np.asarray(state["obs"][k])
         self._action[used] = np.asarray(state["action"])
         self._reward[used] = np.asarray(state["reward"])
+        self._priority[used] = np.asarray(state["priority"]) if "priority" in state else 1.0
         self._starts = [int(x) for x in state["starts"]]
         self._lengths = [int(x) for x in state["lengths"]]
         self._terminated = [bool(x) for x in state["terminated"]]
@@ -379,17 +426,24 @@ class BalancedSampler:
         n_off = round(batch_size * self.offline_fraction)
         return n_off, batch_size - n_off
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int, alpha: float = 0.0, beta: float = 0.0) -> Batch:
+        """Offline rows first, then online rows; each buffer draws its rows with its own priorities
+        (alpha > 0) and normalises their importance weights by its own max, as the official code does."""
         n_off, n_on = self.split(batch_size)
-        parts = [b.sample(n, self.rng) for b, n in ((self.offline, n_off), (self.online, n_on)) if n > 0]
-        if len(parts) == 1:
-            return parts[0]
-        return Batch(
-            obs={k: torch.cat([p.obs[k] for p in parts], dim=1) for k in parts[0].obs},
-            action=torch.cat([p.action for p in parts], dim=1),
-            reward=torch.cat([p.reward for p in parts], dim=1),
-            terminated=torch.cat([p.terminated for p in parts], dim=1),
-        )
+        pairs = ((self.offline, n_off), (self.online, n_on))
+        return Batch.cat([b.sample(n, self.rng, alpha, beta) for b, n in pairs if n > 0])
+
+    def update_priorities(self, batch: Batch, priority: np.ndarray | torch.Tensor) -> None:
+        """Send each row's TD error (B,) back to the buffer it came from."""
+        if batch.index is None:
+            raise ValueError("batch has no index: it did not come from a buffer")
+        n_off, _ = self.split(batch.batch_size)
+        priority = np.asarray(priority).reshape(-1)
+        index = np.asarray(batch.index)
+        if n_off:
+            self.offline.update_priorities(index[:n_off], priority[:n_off])
+        if n_off < batch.batch_size:
+            self.online.update_priorities(index[n_off:], priority[n_off:])
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler's RNG state (the buffers are checkpointed separately)."""

@@ -92,15 +92,22 @@ class Batch:
     obs[k]:     (H+1, B, *spec.shape)  uint8 images stay uint8 until the model normalises them
     action:     (H, B, A)
     reward:     (H, B, 1)
-    terminated: (H, B, 1)  1.0 where the transition t -> t+1 ended the episode (a true terminal)
-    The sampler never crosses an episode boundary, so time-limit truncation needs no mask; a
-    terminal step inside the window masks every term after it.
+    terminated: (H, B, 1)  1.0 where the transition t -> t+1 ended the task (a true terminal:
+                bootstrapping stops)
+    ended:      (H, B, 1)  1.0 where transition t is its episode's last, by a terminal or a time limit;
+                every loss term after it is masked (windows may run past an episode's end, as in the
+                official code). None: the same as `terminated`.
+    weight:     (B,) importance weight of each window under prioritised replay (None: all 1)
+    index:      (B,) int64 buffer slot of each window's first step, for updating its priority
     """
 
     obs: dict[str, torch.Tensor]
     action: torch.Tensor
     reward: torch.Tensor
     terminated: torch.Tensor
+    ended: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    index: torch.Tensor | None = None
 
     @property
     def horizon(self) -> int:
@@ -110,10 +117,41 @@ class Batch:
     def batch_size(self) -> int:
         return int(self.action.shape[1])
 
+    @property
+    def episode_end(self) -> torch.Tensor:
+        """`ended`, or `terminated` where the batch has no `ended`: (H, B, 1)."""
+        return self.terminated if self.ended is None else self.ended
+
     def to(self, device: torch.device | str) -> Batch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
         return Batch(
             obs={k: v.to(device, non_blocking=True) for k, v in self.obs.items()},
             action=self.action.to(device, non_blocking=True),
             reward=self.reward.to(device, non_blocking=True),
             terminated=self.terminated.to(device, non_blocking=True),
+            ended=move(self.ended),
+            weight=move(self.weight),
+            index=self.index,  # stays where the buffer is
+        )
+
+    @staticmethod
+    def cat(parts: list[Batch]) -> Batch:
+        """Concatenate batches along the batch dim (all parts must carry the same optional fields)."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(name: str, dim: int = 1) -> torch.Tensor | None:
+            ts = [getattr(p, name) for p in parts]
+            return None if ts[0] is None else torch.cat(ts, dim=dim)
+
+        return Batch(
+            obs={k: torch.cat([p.obs[k] for p in parts], dim=1) for k in parts[0].obs},
+            action=torch.cat([p.action for p in parts], dim=1),
+            reward=torch.cat([p.reward for p in parts], dim=1),
+            terminated=torch.cat([p.terminated for p in parts], dim=1),
+            ended=cat("ended"),
+            weight=cat("weight", 0),
+            index=cat("index", 0),
         )

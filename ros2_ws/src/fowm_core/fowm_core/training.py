@@ -43,9 +43,22 @@ def _mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows if k in r])) for k in rows[0]}
 
 
-def _update(agent: Any, batch: Any) -> dict[str, float]:
+def _per(agent: Any) -> tuple[float, float]:
+    """(alpha, beta) of the agent's prioritised replay; (0, 0) draws uniformly."""
+    replay = agent.cfg.replay
+    return (replay.alpha, replay.beta) if replay.prioritised else (0.0, 0.0)
+
+
+def _update(agent: Any, batch: Any, source: EpisodeBuffer | BalancedSampler) -> dict[str, float]:
+    """One agent update on `batch`, then its windows' new priorities back to `source`."""
     device = getattr(agent.cfg, "device", "cpu")
-    return agent.update(batch if device == "cpu" else batch.to(device))
+    metrics = agent.update(batch if device == "cpu" else batch.to(device))
+    if agent.cfg.replay.prioritised and getattr(agent, "td_priority", None) is not None:
+        if isinstance(source, BalancedSampler):
+            source.update_priorities(batch, agent.td_priority)
+        else:
+            source.update_priorities(batch.index, agent.td_priority)
+    return metrics
 
 
 def pretrain_offline(
@@ -57,9 +70,10 @@ def pretrain_offline(
     rng: np.random.Generator | None = None,
     log_every: int = 100,
 ) -> list[dict[str, float]]:
-    """`num_updates` updates on batches of cfg.optim.batch_size windows drawn uniformly from
-    `buffer`. Returns every update's metrics; logs their mean every `log_every` updates under
-    "offline/". Pass `rng` (and checkpoint its state) to make a resumed run draw the same batches."""
+    """`num_updates` updates on batches of cfg.optim.batch_size windows drawn from `buffer`
+    (prioritised as cfg.replay says). Returns every update's metrics; logs their mean every
+    `log_every` updates under "offline/". Pass `rng` (and checkpoint its state) to make a resumed
+    run draw the same batches."""
     if num_updates < 0:
         raise ValueError(f"num_updates must be >= 0, got {num_updates}")
     if buffer.num_windows == 0:
@@ -68,8 +82,9 @@ def pretrain_offline(
         raise ValueError(f"buffer horizon {buffer.horizon} != cfg.optim.horizon {agent.cfg.optim.horizon}")
     rng = rng if rng is not None else np.random.default_rng(agent.cfg.seed)
     history: list[dict[str, float]] = []
+    alpha, beta = _per(agent)
     for i in tqdm(range(num_updates), desc="offline", disable=not progress, leave=False):
-        history.append(_update(agent, buffer.sample(agent.cfg.optim.batch_size, rng)))
+        history.append(_update(agent, buffer.sample(agent.cfg.optim.batch_size, rng, alpha, beta), buffer))
         if logger is not None and ((i + 1) % log_every == 0 or i + 1 == num_updates):
             logger.log(agent.num_updates, _mean_metrics(history[-log_every:]), prefix="offline/")
     return history
@@ -182,8 +197,10 @@ def finetune_online(
             agent, env, explore=True, seed=seed + online_buffer.episodes_added, policy=policy
         )
         online_buffer.add(episode)
+        alpha, beta = _per(agent)
         updates = [
-            _update(agent, sampler.sample(cfg.optim.batch_size)) for _ in range(round(len(episode) * utd))
+            _update(agent, sampler.sample(cfg.optim.batch_size, alpha, beta), sampler)
+            for _ in range(round(len(episode) * utd))
         ]
         row = {
             "episode": float(i),

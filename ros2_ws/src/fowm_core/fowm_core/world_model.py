@@ -98,17 +98,36 @@ class QEnsemble(nn.Module):
         return self.l3(F.elu(h))
 
 
+def value_head(in_dim: int, hidden: int) -> nn.Sequential:
+    """V with the Q heads' shape (official): Linear -> LN -> Tanh -> Linear -> ELU -> Linear(1)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.Tanh(),
+        nn.Linear(hidden, hidden), nn.ELU(),
+        nn.Linear(hidden, 1),
+    )  # fmt: skip
+
+
+def _compute_dtype(x: torch.Tensor, param_dtype: torch.dtype) -> torch.dtype:
+    """The dtype convolutions will run in: the autocast dtype inside autocast, else the parameters'."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else param_dtype
+
+
 class ImageEncoder(nn.Module):
-    """uint8 (.., C, H, W) -> float features; 4 conv layers k7s2, k5s2, k3s2, k3s2 with ReLU."""
+    """uint8 (.., C, H, W) -> float features; 4 conv layers k7s2, k5s2, k3s2, k3s2 with ReLU.
+
+    Pixels are scaled to [0, 1] as in the official code, by folding 1/255 into the first conv's
+    weights (one cast of the uint8 batch instead of a cast, a divide and a copy). Convolutions run
+    channels-last, the layout oneDNN's CPU kernels are fastest with (and the same on CUDA)."""
 
     def __init__(self, shape: tuple[int, ...], channels: int, latent_dim: int) -> None:
         super().__init__()
         c, h, w = shape
         self.convs = nn.Sequential(
-            nn.Conv2d(c, channels, 7, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 5, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(c, channels, 7, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 5, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(inplace=True),
         )  # fmt: skip
         with torch.no_grad():
             try:
@@ -120,8 +139,11 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-3]
-        x = x.reshape(-1, *self.shape).to(self.head.weight.dtype) / 255.0 - 0.5
-        x = self.convs(x).flatten(1)
+        x = x.reshape(-1, *self.shape)
+        x = x.to(_compute_dtype(x, self.head.weight.dtype), memory_format=torch.channels_last)
+        first = self.convs[0]
+        x = F.relu_(F.conv2d(x, first.weight / 255.0, first.bias, first.stride))  # conv(x / 255)
+        x = self.convs[2:](x).flatten(1)
         return self.head(x).reshape(*lead, -1)
 
 
@@ -148,7 +170,7 @@ class WorldModel(nn.Module):
         self.dynamics = nn.Sequential(mlp(L + action_dim, D, L), nn.LayerNorm(L), nn.Sigmoid())
         self.reward_head = mlp(L + action_dim, D, 1)
         self.policy = mlp(L, D, action_dim)
-        self.value = mlp(L, D, 1)
+        self.value = value_head(L, D)
         self.qs = QEnsemble(cfg.num_q, L + action_dim, D)
         self._init_weights()
         # EMA targets: plain attributes in a ModuleDict so they appear in state_dict / get_weights.
