@@ -12,7 +12,6 @@ import mujoco
 import numpy as np
 import pytest
 
-from fowm_sim.config import SimConfig
 from fowm_sim.env import XArmTaskEnv
 from fowm_xarm.camera import preprocess_rgb
 
@@ -41,7 +40,7 @@ def test_full_frame_shape_and_observation_from_it(env: XArmTaskEnv) -> None:
     frame = env.render_camera()
     assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
     assert frame.std() > 10  # a real picture, not a blank buffer
-    np.testing.assert_array_equal(obs["rgb"], preprocess_rgb(frame, 84))
+    np.testing.assert_array_equal(obs["rgb"], preprocess_rgb(frame, 84, env.config.image_crop))
 
 
 def test_cube_is_visible_and_tracks_its_position(env: XArmTaskEnv) -> None:
@@ -54,24 +53,7 @@ def test_cube_is_visible_and_tracks_its_position(env: XArmTaskEnv) -> None:
     # The camera faces the robot from the front, so the robot's left (+y) is the image's right.
     assert np.argwhere(at_plus_y)[:, 1].mean() > np.argwhere(at_minus_y)[:, 1].mean() + 50
     obs_rgb = env._observation()["rgb"].transpose(1, 2, 0)
-    assert red_pixels(obs_rgb).sum() >= 4  # still visible after the 84x84 downscale
-
-
-def test_direct_small_render_matches_the_cropped_full_frame() -> None:
-    # obs_from_full_frame=False renders 84x84 with the same field of view as the centre crop.
-    full = XArmTaskEnv("lift")
-    small = XArmTaskEnv("lift", SimConfig(task="lift", obs_from_full_frame=False))
-    try:
-        a, _ = full.reset(seed=3)
-        b, _ = small.reset(seed=3)
-        diff = np.abs(a["rgb"].astype(int) - b["rgb"].astype(int))
-        assert diff.mean() < 12  # same scene, only edge anti-aliasing differs
-        ya, xa = np.argwhere(red_pixels(a["rgb"].transpose(1, 2, 0))).mean(axis=0)
-        yb, xb = np.argwhere(red_pixels(b["rgb"].transpose(1, 2, 0))).mean(axis=0)
-        assert abs(ya - yb) < 2 and abs(xa - xb) < 2  # the cube is at the same place in both
-    finally:
-        full.close()
-        small.close()
+    assert red_pixels(obs_rgb).sum() >= 25  # a blob of several pixels after the ROI crop and 84x84 shrink
 
 
 def test_observation_changes_when_the_arm_moves(env: XArmTaskEnv) -> None:

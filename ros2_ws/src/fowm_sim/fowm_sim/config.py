@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fowm_xarm.camera import Crop, crop_in_frame
 from fowm_xarm.limits import WorkspaceLimits
+from fowm_xarm.observation import SIM_CAMERA_CROP
 
 TASKS = ("reach", "push", "lift")
 
@@ -35,14 +37,19 @@ class SimConfig:
     """Height of the full colour frame."""
     camera_fovy_deg: float = 42.5
     """Vertical field of view of the colour camera (D435 colour at 4:3 is ~55 x 42.5 deg)."""
-    camera_pos: tuple[float, float, float] = (1.05, 0.0, 0.95)
-    """Camera position in the robot base frame (m): in front of the robot, high, looking down at the
-    table so that the whole workspace, the cube and the goal are in view and the arm hides little."""
-    camera_lookat: tuple[float, float, float] = (0.38, 0.0, 0.08)
+    camera_pos: tuple[float, float, float] = (1.15, 0.0, 1.40)
+    """Camera position in the robot base frame (m): in front of the robot and high (~61 deg above the
+    table), far enough that the objects' size varies little across the workspace, so that every
+    cube and goal position fits in one ROI where a 5 cm cube is >= 6 px of the 84x84 input."""
+    camera_lookat: tuple[float, float, float] = (0.44, 0.0, 0.10)
     """Point the camera's optical axis passes through (m)."""
+    image_crop: Crop | None = SIM_CAMERA_CROP
+    """Square ROI (x, y, w, h) of the full frame that becomes the rgb observation (the shared
+    ObservationConfig.crop); None = the central square."""
     obs_from_full_frame: bool = True
-    """True: rgb obs = preprocess_rgb(full 640x480 frame), exactly the real robot's path.
-    False: render a square image_size frame directly with the same field of view (faster)."""
+    """True: rgb obs = preprocess_rgb of the full 640x480 frame, exactly the real robot's path.
+    False: render image_size x image_size directly through a second camera whose frustum is exactly
+    the ROI (faster; differs only by anti-aliasing, see tests/fowm_sim/test_camera_view.py)."""
     initial_ee_noise_m: float = 0.02
     """Half-width of the uniform noise on the TCP start position around (0.4, 0, 0.25)."""
     cube_half_size_m: float = 0.025
@@ -76,6 +83,16 @@ class SimConfig:
                 f"camera frame {self.camera_width}x{self.camera_height} is smaller than image_size "
                 f"{self.image_size}"
             )
+        if self.image_crop is not None:
+            try:
+                crop = crop_in_frame(self.camera_width, self.camera_height, self.image_crop)
+            except ValueError as exc:
+                raise ValueError(f"SimConfig.image_crop: {exc}") from None
+            if crop[2] < self.image_size:
+                raise ValueError(
+                    f"SimConfig.image_crop side {crop[2]} is smaller than image_size {self.image_size}"
+                )
+            self.image_crop = crop
         if not 1 < self.camera_fovy_deg < 170:
             raise ValueError(f"SimConfig.camera_fovy_deg must be in (1, 170), got {self.camera_fovy_deg}")
         if np.linalg.norm(np.subtract(self.camera_lookat, self.camera_pos)) < 1e-3:

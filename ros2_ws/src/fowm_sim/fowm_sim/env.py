@@ -14,7 +14,15 @@ import mujoco
 import numpy as np
 
 from fowm_sim.config import SimConfig
-from fowm_sim.scene import CAMERA_NAME, CUBE_BODY, CUBE_JOINT, GOAL_BODY, GOAL_SHADOW_BODY, build_model
+from fowm_sim.scene import (
+    CAMERA_NAME,
+    CUBE_BODY,
+    CUBE_JOINT,
+    GOAL_BODY,
+    GOAL_SHADOW_BODY,
+    ROI_CAMERA_NAME,
+    build_model,
+)
 from fowm_sim.tasks import TaskState, make_task
 from fowm_xarm.command import ActionMapper
 from fowm_xarm.description import ARM_ACTUATORS, FINGER_ACTUATORS, FINGER_JOINTS, FINGER_TRAVEL_M, TCP_SITE
@@ -50,7 +58,7 @@ class XArmTaskEnv(gym.Env):
         self.kinematics = XArm7Kinematics(workspace=config.workspace)
         # The planner node and teleop map actions and build observations through the same objects.
         self.action_mapper = ActionMapper(self.kinematics, config.max_delta_m)
-        self.observation_config = ObservationConfig(image_size=config.image_size)
+        self.observation_config = ObservationConfig(image_size=config.image_size, crop=config.image_crop)
         self.model = build_model(config)
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -65,6 +73,7 @@ class XArmTaskEnv(gym.Env):
         self._goal_shadow_mocap = m.body(GOAL_SHADOW_BODY).mocapid[0]
         self._tcp_site = m.site(TCP_SITE).id
         self._camera = m.camera(CAMERA_NAME).id
+        self._roi_camera = m.camera(ROI_CAMERA_NAME).id
 
         size = config.image_size
         self.observation_space = gym.spaces.Dict(
@@ -254,10 +263,10 @@ class XArmTaskEnv(gym.Env):
                 self.render_camera(), self.joint_positions(), self.gripper_position(),
                 self.kinematics, self.observation_config,
             )  # fmt: skip
-        # A square frame with the same vertical field of view sees exactly the centre crop (faster).
+        # The ROI camera's frustum is exactly the crop: the same picture without the full frame (faster).
         if self._obs_renderer is None:
             self._obs_renderer = _make_renderer(self.model, cfg.image_size, cfg.image_size)
-        self._obs_renderer.update_scene(self.data, camera=self._camera)
+        self._obs_renderer.update_scene(self.data, camera=self._roi_camera)
         rgb = np.ascontiguousarray(self._obs_renderer.render().transpose(2, 0, 1))
         state = state_observation(self.joint_positions(), self.gripper_position(), self.kinematics)
         return {"rgb": rgb, "state": state}

@@ -2,6 +2,10 @@
 
 The robot MJCF from fowm_xarm is included unchanged; the robot base frame is the world frame and
 the table surface is z = 0 (the arm stands on the table, as on the real bench).
+
+A second camera at the same pose sees exactly the observation's region of interest: its
+intrinsics are the full camera's focal length with the principal point moved to the ROI, so
+rendering it at image_size x image_size equals cropping and shrinking the full frame.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ import mujoco
 import numpy as np
 
 from fowm_sim.config import SimConfig
+from fowm_xarm.camera import crop_in_frame
 from fowm_xarm.description import XARM7_MJCF_PATH
 
 CAMERA_NAME = "d435_color"
+ROI_CAMERA_NAME = "d435_color_roi"
 CUBE_BODY = "cube"
 CUBE_JOINT = "cube_joint"
 GOAL_BODY = "goal"
@@ -47,6 +53,8 @@ _SCENE_TEMPLATE = """
             rgba="0.05 0.35 0.1 1"/>
     </body>
     <camera name="{camera}" pos="{cam_pos}" xyaxes="{xyaxes}" fovy="{fovy}"/>
+    <camera name="{roi_camera}" pos="{cam_pos}" xyaxes="{xyaxes}" resolution="{roi_side} {roi_side}"
+            sensorsize="{roi_sensor} {roi_sensor}" focalpixel="{focal} {focal}" principalpixel="{principal}"/>
   </worldbody>
 </mujoco>
 """
@@ -70,6 +78,12 @@ def _fmt(values: np.ndarray | tuple[float, ...]) -> str:
 
 def scene_xml(config: SimConfig) -> str:
     """The scene MJCF as text (it includes 'xarm7.xml', supplied as an asset by build_model)."""
+    w, h = config.camera_width, config.camera_height
+    x, y, side, _ = crop_in_frame(w, h, config.image_crop)
+    focal = 0.5 * h / np.tan(np.deg2rad(config.camera_fovy_deg) / 2.0)  # px, square pixels
+    # MuJoCo's principal point offset is from the sensor centre, x right and y UP (image rows grow
+    # down): the full frame's optical centre seen from the ROI's centre (checked by rendering).
+    principal = (x + side / 2.0 - w / 2.0, h / 2.0 - (y + side / 2.0))
     return _SCENE_TEMPLATE.format(
         timestep=config.physics_timestep,
         width=config.camera_width,
@@ -84,6 +98,11 @@ def scene_xml(config: SimConfig) -> str:
         cam_pos=_fmt(config.camera_pos),
         xyaxes=_fmt(camera_xyaxes(np.array(config.camera_pos), np.array(config.camera_lookat))),
         fovy=config.camera_fovy_deg,
+        roi_camera=ROI_CAMERA_NAME,
+        roi_side=side,
+        roi_sensor=side * 1e-5,  # any pixel pitch: only focal and principal point in pixels matter
+        focal=f"{focal:.9g}",
+        principal=_fmt(principal),
     )
 
 

@@ -5,7 +5,7 @@ The sim env, the planner node, teleop recording and bag ingestion all call `make
 Pure numpy + OpenCV + the kinematics: no ROS, no torch.
 
 Observation: {"rgb": (3, S, S) uint8, "state": (4,) float32} with
-    rgb   = preprocess_rgb(frame) (crop + resize, fowm_xarm.camera),
+    rgb   = preprocess_rgb(frame, size, crop) (ROI crop + resize, fowm_xarm.camera),
     state = TCP xyz (m, robot base frame; forward kinematics of the joint positions)
             + gripper opening in [0, 1] (1 = open).
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fowm_xarm.camera import preprocess_rgb
+from fowm_xarm.camera import Crop, check_crop, preprocess_rgb
 from fowm_xarm.kinematics import XArm7Kinematics
 from fowm_xarm.limits import JOINT_NAMES, check_joint_vector
 from fowm_xarm.topics import GRIPPER_JOINT_NAME
@@ -25,6 +25,11 @@ from fowm_xarm.topics import GRIPPER_JOINT_NAME
 RGB_KEY, STATE_KEY = "rgb", "state"
 STATE_DIM = 4  # TCP xyz + gripper opening
 IMAGE_ENCODINGS = ("rgb8", "bgr8")
+
+SIM_CAMERA_CROP: Crop = (196, 100, 248, 248)
+"""ROI (x, y, w, h) of the default sim camera's 640x480 frame (fowm_sim SimConfig camera_pos /
+camera_lookat / camera_fovy_deg) that holds every cube and goal position of the three tasks; on a
+real bench, measure the ROI of its camera and set ObservationConfig.crop to it."""
 
 Observation = dict[str, np.ndarray]
 
@@ -35,10 +40,24 @@ class ObservationConfig:
 
     image_size: int = 84
     """Side of the square rgb observation."""
+    crop: Crop | None = SIM_CAMERA_CROP
+    """Square region of interest (x, y, w, h) of the full frame, in its pixels, shrunk to
+    image_size; None = the central min(H, W) square of whatever frame arrives."""
 
     def __post_init__(self) -> None:
         if int(self.image_size) != self.image_size or self.image_size < 8:
             raise ValueError(f"ObservationConfig.image_size must be an integer >= 8, got {self.image_size!r}")
+        if self.crop is not None:
+            try:
+                crop = check_crop(self.crop)
+            except ValueError as exc:
+                raise ValueError(f"ObservationConfig.crop: {exc}") from None
+            if crop[2] < self.image_size:
+                raise ValueError(
+                    f"ObservationConfig.crop side {crop[2]} is smaller than image_size {self.image_size} "
+                    "(the model would see upsampled pixels)"
+                )
+            object.__setattr__(self, "crop", crop)  # normalised to a tuple of ints (lists from YAML)
 
 
 def state_observation(joint_positions: np.ndarray, gripper: float, kinematics: XArm7Kinematics) -> np.ndarray:
@@ -62,7 +81,7 @@ def make_observation(
     """The model observation of one camera frame ((H, W, 3) uint8 RGB) and one joint state."""
     cfg = config or ObservationConfig()
     return {
-        RGB_KEY: preprocess_rgb(frame_rgb_hwc, cfg.image_size),
+        RGB_KEY: preprocess_rgb(frame_rgb_hwc, cfg.image_size, cfg.crop),
         STATE_KEY: state_observation(joint_positions, gripper, kinematics),
     }
 
