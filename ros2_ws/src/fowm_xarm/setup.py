@@ -20,6 +20,9 @@ setup(
     description="The UFACTORY xArm7: MJCF description, forward/inverse kinematics, joint and workspace limits, and hardware nodes (xarm-python-sdk driver, RealSense camera, teleop).",
     license="MIT",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "fowm_teleop = fowm_xarm.teleop_node:main",
+            "fowm_episode_manager = fowm_xarm.episode_manager_node:main",
+        ],
     },
 )

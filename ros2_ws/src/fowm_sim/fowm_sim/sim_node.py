@@ -59,6 +59,11 @@ class SimNodeConfig:
     episode_length: int = _param(25, "decisions per episode before an automatic reset")
     publish_images: bool = _param(True, "publish the 640x480 camera image and camera info")
     frame_id: str = _param("camera_color_optical_frame", "frame_id of the camera messages")
+    episode_events: bool = _param(
+        True,
+        "own the episodes: publish /fowm/episode events and reset after episode_length decisions; false "
+        "when fowm_episode_manager owns them (it resets the scene through ~/reset)",
+    )
 
     def __post_init__(self) -> None:
         if self.clock_mode not in CLOCK_MODES:
@@ -91,9 +96,11 @@ class SimNode(Node):
             **{f.name: self.get_parameter(f.name).value for f in fields(SimNodeConfig)}
         )
         cfg = self.config
+        # Without episode ownership the env never truncates: the episode manager decides (homing
+        # steps between its episodes included).
+        env_length = cfg.episode_length if cfg.episode_events else 2**31 - 1
         self.env = XArmTaskEnv(
-            cfg.task,
-            SimConfig(task=cfg.task, control_period=cfg.control_period, episode_length=cfg.episode_length),
+            cfg.task, SimConfig(task=cfg.task, control_period=cfg.control_period, episode_length=env_length)
         )
         self._lockstep = cfg.clock_mode == "lockstep"
 
@@ -170,6 +177,8 @@ class SimNode(Node):
         )
 
     def _publish_event(self, event: EpisodeEvent) -> None:
+        if not self.config.episode_events:
+            return
         self._pubs[topics.EPISODE.name].publish(topics.episode_event_msg(event))
         self.get_logger().info(f"episode event {event.to_json()}")
 
@@ -187,7 +196,8 @@ class SimNode(Node):
             self._pubs[topics.CLOCK.name].publish(topics.clock_msg(self._sim_time_ns))
         self._pubs[topics.REWARD.name].publish(topics.float32_msg(reward))
         self._publish_observation()
-        if terminated or truncated or self._steps >= self.config.episode_length:
+        ended = terminated or truncated or self._steps >= self.config.episode_length
+        if ended and self.config.episode_events:
             self._end_episode()
             self._start_episode()
 
