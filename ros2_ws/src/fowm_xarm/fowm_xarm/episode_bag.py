@@ -323,11 +323,14 @@ def _check_mcap_file(bag: Path, file: Path) -> None:
         )
 
 
-def read_episode_bag(path: str | Path, require_checksum: bool = False) -> EpisodeBag:
+def read_episode_bag(
+    path: str | Path, require_checksum: bool = False, decode_arrays: bool = True
+) -> EpisodeBag:
     """Read, verify and decode one episode bag; raises EpisodeBagError naming the bag and the problem.
 
     Verification: chunk CRCs (by the reader), the content digest in the metadata (when present; with
-    `require_checksum` a bag without one is refused) and the per-topic message counts."""
+    `require_checksum` a bag without one is refused) and the per-topic message counts. Without
+    `decode_arrays` only the messages are decoded (`arrays` stays empty; ingestion needs no more)."""
     path = Path(path)
     if path.parent.name == PARTIAL_DIR:
         raise EpisodeBagError(f"{path} is an unfinished episode (writer did not close it)", "unfinished")
@@ -399,7 +402,7 @@ def read_episode_bag(path: str | Path, require_checksum: bool = False) -> Episod
         verified=integrity is not None,
     )
     for key, (topic, decode) in _ARRAY_DECODERS.items():
-        if messages.get(topic):
+        if decode_arrays and messages.get(topic):
             bag.arrays[key] = np.stack([decode(m) for m in messages[topic]])
     bag.events = [EpisodeEvent.from_json(m.data) for m in messages.get(topics.EPISODE.name, [])]
     if messages.get(topics.CAMERA_INFO.name):
