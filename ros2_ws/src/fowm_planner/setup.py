@@ -20,6 +20,8 @@ setup(
     description="Realtime planner node: observation assembly, uncertainty-regularised MPPI, IK, safety, watchdog and weight hot-swap.",
     license="MIT",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "fowm_planner_node = fowm_planner.planner_node:main",
+        ],
     },
 )

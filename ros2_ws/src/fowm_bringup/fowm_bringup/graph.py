@@ -87,4 +87,40 @@ SIM = Graph(
     ),
 )
 
-GRAPHS: dict[str, Graph] = {g.name: g for g in (SIM,)}
+PLANNER_NODE = NodeSpec(
+    name="fowm_planner",
+    package="fowm_planner",
+    executable="fowm_planner_node",
+    module="fowm_planner.planner_node",
+    doc="realtime FOWM planner: camera + joint states in, safe joint trajectories out, weight hot-swap",
+)
+
+PLANNER = Graph(
+    name="planner",
+    doc="The planner node driving the MuJoCo sim (lockstep by default: one plan per observation).",
+    nodes=(SIM_NODE, PLANNER_NODE),
+    params_file="planner.yaml",
+    arguments=(
+        LaunchArgument("task", "reach", "sim task: reach, push or lift", "fowm_sim", "task"),
+        LaunchArgument("seed", "0", "episode n of the sim resets with seed + n", "fowm_sim", "seed"),
+        LaunchArgument(
+            "sim_clock_mode", "lockstep", "sim: lockstep (a step per command) or realtime",
+            "fowm_sim", "clock_mode",
+        ),
+        LaunchArgument(
+            "clock_mode", "lockstep", "planner: lockstep (a plan per observation) or realtime (a timer)",
+            "fowm_planner", "clock_mode",
+        ),
+        LaunchArgument(
+            "use_sim_time", "true", "planner follows the sim's /clock (true with lockstep)",
+            "fowm_planner", "use_sim_time",
+        ),
+        LaunchArgument(
+            "weights_file", "''", "weights to plan with; '': seeded random init",
+            "fowm_planner", "weights_file",
+        ),
+        LaunchArgument("preset", "realtime-cpu", "fowm_core preset of the weights", "fowm_planner", "preset"),
+    ),
+)
+
+GRAPHS: dict[str, Graph] = {g.name: g for g in (SIM, PLANNER)}
