@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fowm_xarm.command import SafetyLimits
+from fowm_xarm.command import ActionMapper, SafetyLimits
+from fowm_xarm.kinematics import XArm7Kinematics
 from fowm_xarm.limits import WorkspaceLimits
 from fowm_xarm.observation import SIM_CAMERA_CROP, ObservationConfig
 
@@ -119,6 +120,11 @@ class PlannerNodeConfig:
             gripper_min=self.gripper_min,
             gripper_max=self.gripper_max,
         )
+
+    def action_mapper(self) -> ActionMapper:
+        """fowm_xarm's action path with this config's safety limits (and kinematics for its workspace)."""
+        kinematics = XArm7Kinematics(workspace=self.workspace())
+        return ActionMapper(kinematics, self.max_delta_m, self.safety_limits())
 
     @property
     def observation_keys(self) -> tuple[str, ...]:

@@ -45,8 +45,7 @@ from fowm_planner.timing import DeadlineMonitor, PeriodJitter, RollingStats
 from fowm_planner.watchdog import InputWatchdog
 from fowm_planner.weight_commit import COMMIT_PARAMETERS, SHA256, SIGNATURE, VERSION, WeightCommitter
 from fowm_xarm import topics
-from fowm_xarm.command import ActionMapper
-from fowm_xarm.kinematics import HOME_Q, XArm7Kinematics
+from fowm_xarm.kinematics import HOME_Q
 from fowm_xarm.observation import RGB_KEY, make_observation
 from fowm_xarm.topics import EpisodeEvent
 
@@ -89,9 +88,9 @@ class PlannerNode(Node):
         )
 
         # -- observation and action path -----------------------------------------------------------
-        self.kinematics = XArm7Kinematics(workspace=cfg.workspace())
+        self.mapper = cfg.action_mapper()
+        self.kinematics = self.mapper.kinematics
         self.obs_config = cfg.observation_config()
-        self.mapper = ActionMapper(self.kinematics, cfg.max_delta_m, cfg.safety_limits())
         self.deadline = DeadlineMonitor(cfg.plan_budget if cfg.deadline_enabled else 0.0)
         self.decider = DecisionMaker(self.agent, self.mapper, self.deadline, cfg.deadline_fallback)
         self.watchdog = InputWatchdog(cfg.stale_periods * cfg.control_period, cfg.log_throttle)
