@@ -180,7 +180,7 @@ class TeleopNode(Node):
             String, topics.EPISODE.name, self._on_episode, topics.rclpy_qos(topics.EPISODE.qos)
         )
         self.create_subscription(String, "~/keys", lambda m: self._take_keys(m.data), reliable)
-        self._clients = {
+        self._episode_clients = {
             name: self.create_client(Trigger, f"/{cfg.episode_manager}/{name}")
             for name in EPISODE_KEYS.values()
         }
@@ -223,7 +223,7 @@ class TeleopNode(Node):
                 self._pending += key
 
     def _call_episode_manager(self, service: str) -> None:
-        client = self._clients[service]
+        client = self._episode_clients[service]
         if not client.service_is_ready():
             self.get_logger().error(
                 f"episode manager service {client.srv_name} is not available: is the episode manager up?"
