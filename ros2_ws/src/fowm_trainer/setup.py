@@ -1,4 +1,3 @@
-
 from setuptools import find_packages, setup
 
 PACKAGE = "fowm_trainer"
@@ -20,6 +19,10 @@ setup(
     description="Recorder, rosbag ingestion, offline pretraining and the online trainer node that pushes weights to the planner.",
     license="MIT",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "fowm_recorder_node = fowm_trainer.recorder_node:main",
+            "fowm_trainer_node = fowm_trainer.trainer_node:main",
+            "fowm-pretrain = fowm_trainer.pretrain:main",
+        ],
     },
 )
