@@ -23,6 +23,8 @@ setup(
         "console_scripts": [
             "fowm_teleop = fowm_xarm.teleop_node:main",
             "fowm_episode_manager = fowm_xarm.episode_manager_node:main",
+            "fowm_xarm_driver = fowm_xarm.xarm_driver_node:main",
+            "fowm_realsense = fowm_xarm.realsense_node:main",
         ],
     },
 )
