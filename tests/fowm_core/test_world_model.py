@@ -59,6 +59,19 @@ def test_pixels_are_scaled_to_unit_range_as_in_the_official_code() -> None:
     assert not torch.allclose(m.encoders["rgb"](x), shifted, atol=1e-3)  # [-0.5, 0.5] would differ
 
 
+@pytest.mark.parametrize("amp", [False, True])
+def test_online_and_target_encodings_in_one_conv_stack_equal_two_calls(amp: bool) -> None:
+    m = WorldModel(load_config("paper", SMALL).model, RGB_STATE, action_dim=2)
+    for p in m.target.parameters():  # a target that differs from the online encoder
+        p.data.add_(0.05 * torch.randn_like(p))
+    obs = _obs((3, 2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        z, zt = m.encode_online_and_target(obs)
+        want, want_t = m.encode(obs), m.encode(obs, target=True)
+    assert z.shape == zt.shape == (3, 2, 8) and not torch.allclose(z, zt, atol=1e-3)
+    assert torch.allclose(z, want, atol=1e-6) and torch.allclose(zt, want_t, atol=1e-6)
+
+
 def test_value_head_has_the_q_heads_shape() -> None:
     """Official V: Linear -> LayerNorm -> Tanh -> Linear -> ELU -> Linear(1), like each Q head."""
     m = WorldModel(load_config("paper", SMALL).model, RGB_STATE, action_dim=2)

@@ -127,10 +127,12 @@ class FOWMAgent:
         m.train()
 
         with self._autocast():
+            if RGB_KEY in obs:  # cast all H+1 frames once for the online and target encoders
+                obs[RGB_KEY] = m.encoders[RGB_KEY].cast(obs[RGB_KEY])
             with torch.no_grad():
                 next_obs = {k: v[1:] for k, v in obs.items()}
-                z_next_target = m.encode(next_obs, target=True).float()  # (H, B, L)
-                z_next = m.encode(next_obs)
+                z_next, z_next_target = m.encode_online_and_target(next_obs)  # (H, B, L) each
+                z_next_target = z_next_target.float()
                 if fowm:  # IQL-style: bootstrap from V, so only in-sample actions are backed up
                     next_value = m.v(z_next).float()
                 else:  # TD-MPC: bootstrap from the target Qs at the (noisy) policy action

@@ -113,6 +113,23 @@ def _compute_dtype(x: torch.Tensor, param_dtype: torch.dtype) -> torch.dtype:
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else param_dtype
 
 
+_FUSED_CONV_RELU = torch.backends.mkldnn.is_available() and hasattr(
+    torch.ops.mkldnn, "_convolution_pointwise"
+)
+
+
+def _conv_relu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, ...], groups: int = 1
+) -> torch.Tensor:
+    """relu(conv2d(x)). Without autograd on a CPU, oneDNN's fused conv+ReLU (the kernel inductor uses):
+    the separate ReLU pass over the first layer's large output costs as much as the conv itself."""
+    if _FUSED_CONV_RELU and x.device.type == "cpu" and not torch.is_grad_enabled():
+        w, b = weight.to(x.dtype), bias.to(x.dtype)
+        fused = torch.ops.mkldnn._convolution_pointwise
+        return fused(x, w, b, [0, 0], list(stride), [1, 1], groups, "relu", [], "")  # padding, dilation
+    return F.relu_(F.conv2d(x, weight, bias, stride, groups=groups))
+
+
 class ImageEncoder(nn.Module):
     """uint8 (.., C, H, W) -> float features; 4 conv layers k7s2, k5s2, k3s2, k3s2 with ReLU.
 
@@ -137,14 +154,45 @@ class ImageEncoder(nn.Module):
         self.head = nn.Linear(flat, latent_dim)
         self.shape = tuple(shape)
 
+    def cast(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (*lead, C, H, W) -> the same pixel values (0..255) in the compute dtype, channels-last.
+        The update casts a window's frames once and encodes them with the online and target encoders.
+        (Permuting the uint8 bytes first is ~2x faster on a CPU than converting into channels-last.)"""
+        lead, chw = x.shape[:-3], x.shape[-3:]
+        x = x.reshape(-1, *chw).permute(0, 2, 3, 1).contiguous()  # (N, H, W, C) uint8
+        x = x.to(_compute_dtype(x, self.head.weight.dtype)).permute(0, 3, 1, 2)  # channels-last view
+        return x.reshape(*lead, *chw)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: uint8 pixels (*lead, C, H, W), or pixels already passed through `cast`."""
         lead = x.shape[:-3]
+        if not x.is_floating_point():
+            x = self.cast(x)
         x = x.reshape(-1, *self.shape)
-        x = x.to(_compute_dtype(x, self.head.weight.dtype), memory_format=torch.channels_last)
-        first = self.convs[0]
-        x = F.relu_(F.conv2d(x, first.weight / 255.0, first.bias, first.stride))  # conv(x / 255)
-        x = self.convs[2:](x).flatten(1)
-        return self.head(x).reshape(*lead, -1)
+        for i, conv in enumerate(self.conv_layers()):
+            weight = conv.weight / 255.0 if i == 0 else conv.weight  # conv(x / 255), folded
+            x = _conv_relu(x, weight, conv.bias, conv.stride)
+        return self.head(x.flatten(1)).reshape(*lead, -1)
+
+    def conv_layers(self) -> list[nn.Conv2d]:
+        return [m for m in self.convs if isinstance(m, nn.Conv2d)]
+
+    @staticmethod
+    def forward_pair(a: ImageEncoder, b: ImageEncoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a(x), b(x)) for two encoders of the same shape (the online and the EMA target) in one conv
+        stack: the first layer reads the images once with both filter banks stacked, the rest are
+        2-group convolutions. Same values; on the 2-core CPU 2.4x faster than two stacks (bf16)."""
+        lead = x.shape[:-3]
+        if not x.is_floating_point():
+            x = a.cast(x)
+        x = x.reshape(-1, *a.shape)
+        for i, (ca, cb) in enumerate(zip(a.conv_layers(), b.conv_layers(), strict=True)):
+            weight = torch.cat([ca.weight, cb.weight])
+            weight = weight / 255.0 if i == 0 else weight
+            x = _conv_relu(x, weight, torch.cat([ca.bias, cb.bias]), ca.stride, groups=1 if i == 0 else 2)
+        c = x.shape[1] // 2
+        za, zb = a.head(x[:, :c].flatten(1)), b.head(x[:, c:].flatten(1))
+        return za.reshape(*lead, -1), zb.reshape(*lead, -1)
 
 
 class WorldModel(nn.Module):
@@ -197,9 +245,26 @@ class WorldModel(nn.Module):
         norms = self.target["enc_norms"] if target else self.enc_norms
         zs = []
         for k, enc in encoders.items():
-            x = obs[k] if k == RGB_KEY else obs[k].to(self._dtype())  # uint8 images are scaled inside
+            x = obs[k] if k == RGB_KEY else obs[k].to(self._dtype())  # images are cast and scaled inside
             zs.append(torch.sigmoid(norms[k](enc(x))))
         return zs[0] if len(zs) == 1 else torch.stack(zs).mean(0)
+
+    @torch.no_grad()
+    def encode_online_and_target(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encode(obs), encode(obs, target=True)) without autograd; images go through one paired conv
+        stack (`ImageEncoder.forward_pair`) instead of two."""
+        out: dict[bool, list[torch.Tensor]] = {False: [], True: []}
+        for k in self.encoders:
+            online, target = self.encoders[k], self.target["encoders"][k]
+            if k == RGB_KEY:
+                feats = ImageEncoder.forward_pair(online, target, obs[k])
+            else:
+                x = obs[k].to(self._dtype())
+                feats = online(x), target(x)
+            out[False].append(torch.sigmoid(self.enc_norms[k](feats[0])))
+            out[True].append(torch.sigmoid(self.target["enc_norms"][k](feats[1])))
+        z, zt = (zs[0] if len(zs) == 1 else torch.stack(zs).mean(0) for zs in (out[False], out[True]))
+        return z, zt
 
     @property
     def num_q(self) -> int:
