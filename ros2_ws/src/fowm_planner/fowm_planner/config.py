@@ -13,6 +13,7 @@ from fowm_xarm.observation import SIM_CAMERA_CROP, ObservationConfig
 
 CLOCK_MODES = ("realtime", "lockstep")
 FALLBACKS = ("policy", "hold")
+POLICIES = ("plan", "random")
 OBSERVATIONS = ("rgb+state", "rgb", "state")
 
 
@@ -31,6 +32,10 @@ class PlannerNodeConfig:
     weights_file: str = _param("", "weights file to start from; empty: the preset's seeded random init")
     device: str = _param("", "torch device (cpu, cuda); empty: the preset's. cuda without a GPU: cpu")
     torch_threads: int = _param(1, "torch.set_num_threads (1 leaves cores to the sim and the trainer)")
+    policy: str = _param(
+        "plan", "plan (FOWM planning) or random (uniform actions through the same safety layer: a baseline)"
+    )
+    explore: bool = _param(False, "add the planner's exploration noise (online data); false: evaluation")
     # -- weights ---------------------------------------------------------------------------------
     key_file: str = _param("", "HMAC key file (fowm-keygen) that weight updates must be signed with")
     require_signature: bool = _param(True, "reject unsigned weight updates; false only for the sim (warns)")
@@ -47,6 +52,9 @@ class PlannerNodeConfig:
         0.03, "lockstep: wall seconds to wait after a new observation for episode events sent with it"
     )
     autostart: bool = _param(True, "command from the start; false: wait for ~/start")
+    pause_after_episode: bool = _param(
+        False, "stop at each episode's end until ~/start (an orchestrator swaps weights between episodes)"
+    )
     # -- watchdog --------------------------------------------------------------------------------
     stale_periods: float = _param(3.0, "inputs older than this many control periods are stale: hold")
     log_throttle: float = _param(2.0, "seconds between repeated watchdog log lines")
@@ -76,6 +84,8 @@ class PlannerNodeConfig:
             raise ValueError(f"observations must be one of {OBSERVATIONS}, got {self.observations!r}")
         if self.clock_mode not in CLOCK_MODES:
             raise ValueError(f"clock_mode must be one of {CLOCK_MODES}, got {self.clock_mode!r}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.deadline_fallback not in FALLBACKS:
             raise ValueError(f"deadline_fallback must be one of {FALLBACKS}, got {self.deadline_fallback!r}")
         if self.torch_threads < 1:
