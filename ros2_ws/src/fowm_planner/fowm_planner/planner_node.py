@@ -92,7 +92,9 @@ class PlannerNode(Node):
         self.kinematics = self.mapper.kinematics
         self.obs_config = cfg.observation_config()
         self.deadline = DeadlineMonitor(cfg.plan_budget if cfg.deadline_enabled else 0.0)
-        self.decider = DecisionMaker(self.agent, self.mapper, self.deadline, cfg.deadline_fallback)
+        self.decider = DecisionMaker(
+            self.agent, self.mapper, self.deadline, cfg.deadline_fallback, act=self._act_function()
+        )
         self.watchdog = InputWatchdog(cfg.stale_periods * cfg.control_period, cfg.log_throttle)
         self.plan_latency = RollingStats()
         self.jitter = PeriodJitter(cfg.control_period)
@@ -172,6 +174,16 @@ class PlannerNode(Node):
             f"budget={cfg.plan_budget if cfg.deadline_enabled else 'none'} running={self._running}"
         )
 
+    def _act_function(self) -> Any:
+        """act(obs, first_step) -> (4,) action: the plan (with exploration noise if configured) or,
+        with policy=random, uniform actions (seeded like the agent) for a baseline that goes through
+        the same observation, command and safety path."""
+        if self.config.policy == "random":
+            rng = np.random.default_rng(self.agent.cfg.seed)
+            return lambda obs, first: rng.uniform(-1.0, 1.0, self.agent.action_dim).astype(np.float32)
+        explore = self.config.explore
+        return lambda obs, first: self.agent.act(obs, first_step=first, explore=explore)
+
     # -- inputs ------------------------------------------------------------------------------------
 
     def _dummy_observation(self) -> dict[str, np.ndarray]:
@@ -200,7 +212,11 @@ class PlannerNode(Node):
             self._awaiting_start = False
             if self._lockstep:
                 self._schedule_lockstep()
-        elif self._lockstep:
+        else:
+            if self.config.pause_after_episode:
+                self._running = False  # until ~/start: weights may be swapped between episodes
+            if not self._lockstep:
+                return
             # The terminal observation is stamped one period after the last command we sent.
             self._awaiting_start = True
             self._skip_through = max(self._skip_through, self._last_decided_stamp + self._period_ns)
