@@ -132,7 +132,11 @@ class PlannerNode(Node):
 
         # Episode events first: when an event and an observation are ready in the same wait, the
         # single-threaded executor runs subscriptions in creation order, so the event lands first.
-        self.create_subscription(String, topics.EPISODE.name, self._on_episode, qos(topics.EPISODE))
+        # A deeper queue than the latched topic's depth 1: an "end" and the "start" right after it
+        # must both reach us.
+        episode_qos = qos(topics.EPISODE)
+        episode_qos.depth = 10
+        self.create_subscription(String, topics.EPISODE.name, self._on_episode, episode_qos)
         self.create_subscription(UInt8MultiArray, topics.WEIGHTS.name, self._on_weights, qos(topics.WEIGHTS))
         self.create_subscription(
             JointState, topics.JOINT_STATES.name, self._on_joint_state, qos(topics.JOINT_STATES)
