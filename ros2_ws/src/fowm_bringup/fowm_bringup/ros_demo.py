@@ -1,0 +1,560 @@
+"""`make demo`: FOWM learns an xArm sim task offline-to-online through the ROS 2 node stack.
+
+Stages, each a real product path (what runs on the xArm runs here against the MuJoCo sim node):
+1. collect: `fowm-collect` records scripted "medium" demonstrations, one rosbag2 (MCAP) per episode;
+2. pretrain: `fowm-pretrain` learns the world model offline from those bags;
+3. online: the `sim` node graph (sim node in lockstep, planner, recorder, trainer) starts from the
+   pretrained weights; the planner acts with exploration noise, the recorder writes one bag per
+   episode, the trainer ingests each bag, trains and pushes signed weights, and the planner commits
+   them between episodes (it pauses at each episode's end until this orchestrator calls ~/start,
+   once the trainer's new version is in, or straight away once the trainer is gone);
+4. evaluate: the `planner` graph (sim + planner, no exploration) on held-out seeds with the final
+   weights, the pretrained weights and a uniformly random policy (the planner's policy:=random,
+   through the same command path and safety layer);
+5. report: a printed table, summary.json, learning_curves.png, eval.gif (an evaluation episode
+   from the camera topic), the weights and TensorBoard logs, all under --out.
+
+Nodes are started from fowm_bringup.graph's descriptions (as `python -m fowm_bringup.run` does);
+this process only watches (/fowm/episode, /diagnostics, the camera) and calls the planner's
+services. --kill-trainer-after N SIGKILLs the trainer after N online episodes: the planner keeps
+commanding with its last weights, and the run reports it.
+
+    python -m fowm_bringup.ros_demo --task reach
+    python -m fowm_bringup.ros_demo --online-episodes 3 --set optim.batch_size=32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fowm_bringup.graph import GRAPHS
+from fowm_bringup.graph_session import GraphMonitor, GraphProcesses
+
+EVAL_SEED_BASE = 10_000  # held-out: data uses seeds 0.., online episodes 1_000 + seed..
+ONLINE_SEED_BASE = 1_000
+ONLINE_GRAPH, EVAL_GRAPH = "sim", "planner"
+PLANNER, TRAINER, SIM, RECORDER = "fowm_planner", "fowm_trainer", "fowm_sim", "fowm_recorder"
+POLICIES = ("random", "pretrained", "finetuned")
+
+
+@dataclass
+class RosDemoConfig:
+    """What the ROS demo runs; every field is a command-line option."""
+
+    task: str = "reach"
+    """Sim task: reach, push or lift."""
+    preset: str = "realtime-cpu"
+    """fowm_core preset (realtime-cpu fits a 2-core CPU; paper) or a config YAML path."""
+    overrides: tuple[str, ...] = ()
+    """Preset overrides as dotted key=value, e.g. ('optim.batch_size=32', 'model.mlp_dim=64')."""
+    device: str = "auto"
+    """Torch device of every node: auto (cuda when present, else the preset's), cpu or cuda."""
+    offline_episodes: int = 40
+    """Scripted 'medium' episodes recorded by fowm-collect."""
+    offline_updates: int = 2500
+    """Gradient updates of fowm-pretrain."""
+    online_episodes: int = 10
+    """Episodes of online finetuning through the sim graph (0: evaluate the pretrained weights only)."""
+    eval_episodes: int = 10
+    """Evaluation episodes per policy, on held-out seeds 10000, 10001, ..."""
+    seed: int = 1
+    """Seed of the agent (preset seed) and of the online episodes (1000 + seed + n)."""
+    kill_trainer_after: int = -1
+    """SIGKILL the trainer after this many online episodes (-1: never): the robot side must go on."""
+    weights_timeout_s: float = 900.0
+    """Longest wait for the trainer's next weights between two online episodes."""
+    episode_timeout_s: float = 900.0
+    """Longest wait for one episode (node start-up included) before the run fails."""
+    out: str = "artifacts/ros_demo"
+    """Output directory (stages' outputs inside it are replaced on a rerun)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        from fowm_sim.config import TASKS
+        from fowm_trainer.settings import parse_overrides
+
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("offline_episodes", "offline_updates", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.online_episodes < 0:
+            raise ValueError("--online-episodes must be >= 0")
+        if self.kill_trainer_after >= self.online_episodes > 0 or self.kill_trainer_after < -1:
+            raise ValueError("--kill-trainer-after must be -1 or less than --online-episodes")
+        if not (self.weights_timeout_s > 0 and self.episode_timeout_s > 0):
+            raise ValueError("timeouts must be > 0 s")
+        parse_overrides(list(self.overrides))  # fail before any work if malformed
+
+
+@dataclass
+class Layout:
+    """Where each stage writes, under --out."""
+
+    root: Path
+
+    def __getattr__(self, name: str) -> Path:
+        paths = {
+            "offline_bags": "bags/offline", "online_bags": "bags/online", "pretrain": "pretrain",
+            "trainer": "trainer", "logs": "logs", "config": "fowm_config.yaml", "key": "weights.key",
+        }  # fmt: skip
+        if name not in paths:
+            raise AttributeError(name)
+        return self.root / paths[name]
+
+
+def stage(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def write_model_config(cfg: RosDemoConfig, path: Path) -> dict[str, Any]:
+    """The preset with --set overrides (and the device) as one YAML file every node reads, so the
+    pretrainer, trainer and planner build the same model."""
+    import yaml
+
+    from fowm_core.config import config_to_dict, load_config
+    from fowm_trainer.settings import parse_overrides
+
+    overrides = parse_overrides([*cfg.overrides, f"seed={cfg.seed}"])
+    if cfg.device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            overrides["device"] = "cuda"
+    elif cfg.device:
+        overrides["device"] = cfg.device
+    data = config_to_dict(load_config(cfg.preset, overrides))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return data
+
+
+def run_cli(args: list[str], what: str) -> None:
+    """A console entry point as a child process (its progress bar on our terminal)."""
+    proc = subprocess.run([sys.executable, "-m", *args])
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed with exit code {proc.returncode}")
+
+
+# -- stage 3: online finetuning through the sim graph --------------------------------------------
+
+
+def planner_parameters(layout: Layout, weights: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "preset": str(layout.config), "weights_file": str(weights), "key_file": str(layout.key),
+        "require_signature": True, "clock_mode": "lockstep", "use_sim_time": True, **extra,
+    }  # fmt: skip
+
+
+def trainer_parameters(layout: Layout, weights: Path) -> dict[str, Any]:
+    """The trainer node's parameters for the online phase (fowm_trainer.trainer_node's config)."""
+    return {
+        "preset": str(layout.config),
+        "offline_bags": [str(layout.offline_bags)],
+        "online_bags": str(layout.online_bags),
+        "weights_file": str(weights),
+        "key_file": str(layout.key),
+        "output_dir": str(layout.trainer),
+    }
+
+
+def finetune_online(
+    cfg: RosDemoConfig, layout: Layout, monitor: GraphMonitor, weights: Path
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    graph = GRAPHS.get(ONLINE_GRAPH)
+    needed = {SIM, PLANNER, TRAINER, RECORDER}
+    have = {n.name for n in graph.nodes} if graph else set()
+    if not needed <= have:
+        raise RuntimeError(
+            f"the {ONLINE_GRAPH!r} graph has nodes {sorted(have)}; online finetuning needs {sorted(needed)}"
+        )
+    overrides = {
+        SIM: {"task": cfg.task, "seed": ONLINE_SEED_BASE + cfg.seed, "clock_mode": "lockstep"},
+        PLANNER: planner_parameters(layout, weights, explore=True, pause_after_episode=True),
+        RECORDER: {"output_dir": str(layout.online_bags)},
+        TRAINER: trainer_parameters(layout, weights),
+    }
+    episodes: list[dict[str, Any]] = []
+    killed_after: int | None = None
+    monitor.events.clear()
+    procs = GraphProcesses(graph, overrides, layout.logs / "online")
+    started = time.perf_counter()
+    with procs:
+        check = lambda: procs.check_alive(ignore=(TRAINER,) if killed_after is not None else ())  # noqa: E731
+        bar = tqdm(range(cfg.online_episodes), desc="online episodes", disable=not cfg.progress)
+        version = 0
+        for i in bar:
+            t0 = time.perf_counter()
+            if not monitor.spin_until(lambda i=i: len(monitor.ended()) > i, cfg.episode_timeout_s, check):
+                raise TimeoutError(f"online episode {i} did not end within {cfg.episode_timeout_s:.0f} s")
+            end = monitor.ended()[i]
+            row = dict(
+                episode=i, seed=end.seed, success=bool(end.success), episode_return=float(end.episode_return),
+                steps=end.steps, model_version=version, trainer_alive=procs.alive(TRAINER),
+                wall_s=time.perf_counter() - t0,
+            )  # fmt: skip
+            if i == cfg.kill_trainer_after:
+                procs.kill(TRAINER)
+                killed_after = i + 1
+                tqdm.write(f"killed the trainer (SIGKILL) after {killed_after} online episode(s)")
+            if i + 1 < cfg.online_episodes:
+                t1 = time.perf_counter()
+                if procs.alive(TRAINER):
+                    # Between episodes: the trainer ingests the bag, trains and pushes; the planner
+                    # commits the new version. Then the next episode starts on it.
+                    moved = wait_for_version(monitor, version, cfg.weights_timeout_s, check)
+                    if not moved:
+                        tqdm.write(
+                            f"no new weights within {cfg.weights_timeout_s:.0f} s; going on with v{version}"
+                        )
+                version = int(monitor.get_parameter(PLANNER, "model.version"))
+                row["wait_for_weights_s"] = time.perf_counter() - t1
+                monitor.trigger(f"/{PLANNER}/start")
+            row["trainer"] = dict(monitor.diagnostics.get(TRAINER, {}))
+            episodes.append(row)
+            bar.set_postfix(ret=f"{row['episode_return']:.2f}", success=int(row["success"]), version=version)
+        final_version = int(monitor.get_parameter(PLANNER, "model.version"))
+        planner_diag = dict(monitor.diagnostics.get(PLANNER, {}))
+        # The last episode's bag: wait for the trainer to commit it too, so the final weights saw
+        # every online episode (skipped when the trainer is gone).
+        if procs.alive(TRAINER):
+            wait_for_version(monitor, version, cfg.weights_timeout_s, check)
+            final_version = int(monitor.get_parameter(PLANNER, "model.version"))
+        trainer_diag = dict(monitor.diagnostics.get(TRAINER, {}))
+    final_weights = latest_trainer_weights(layout.trainer)
+    return dict(
+        episodes=episodes,
+        final_model_version=final_version,
+        planner_diagnostics=planner_diag,
+        trainer_diagnostics=trainer_diag,
+        trainer_killed_after=killed_after,
+        episodes_after_kill=(cfg.online_episodes - killed_after) if killed_after is not None else 0,
+        online_bags=sorted(p.name for p in layout.online_bags.glob("episode_*")),
+        final_weights=str(final_weights) if final_weights else None,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def wait_for_version(monitor: GraphMonitor, above: int, timeout_s: float, check: Any) -> bool:
+    """Poll the planner's committed model.version (twice a second) until it exceeds `above`."""
+    deadline = time.monotonic() + timeout_s
+    while int(monitor.get_parameter(PLANNER, "model.version")) <= above:
+        if time.monotonic() > deadline:
+            return False
+        monitor.spin_until(lambda: False, 0.5, check)
+    return True
+
+
+def latest_trainer_weights(trainer_dir: Path) -> Path | None:
+    """The newest weights file the trainer wrote (its final or last pushed weights)."""
+    found = sorted(trainer_dir.rglob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+# -- stage 4: evaluation through the planner graph -------------------------------------------------
+
+
+def evaluate_through_planner(
+    cfg: RosDemoConfig,
+    layout: Layout,
+    monitor: GraphMonitor,
+    label: str,
+    weights: Path,
+    policy: str = "plan",
+    gif: Path | None = None,
+) -> dict[str, Any]:
+    """`eval_episodes` episodes of the planner graph on the held-out seeds, no exploration noise;
+    with `gif`, the first episode as the camera topic showed it."""
+    from tqdm import tqdm
+
+    graph = GRAPHS[EVAL_GRAPH]
+    overrides = {
+        SIM: {"task": cfg.task, "seed": EVAL_SEED_BASE, "clock_mode": "lockstep"},
+        PLANNER: planner_parameters(layout, weights, policy=policy, explore=False),
+    }
+    monitor.events.clear()
+    monitor.frames.clear()
+    monitor.capturing = gif is not None
+    results: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    with GraphProcesses(graph, overrides, layout.logs / f"eval_{label}") as procs:
+        for i in tqdm(range(cfg.eval_episodes), desc=f"evaluate {label}", disable=not cfg.progress):
+            if not monitor.spin_until(
+                lambda i=i: len(monitor.ended()) > i, cfg.episode_timeout_s, procs.check_alive
+            ):
+                raise TimeoutError(
+                    f"evaluation episode {i} ({label}) did not end in {cfg.episode_timeout_s:.0f} s"
+                )
+            end = monitor.ended()[i]
+            results.append(
+                dict(seed=end.seed, success=bool(end.success), episode_return=float(end.episode_return))
+            )
+            if i == 0 and gif is not None:
+                monitor.capturing = False
+                write_gif(gif, [monitor.frames[k] for k in sorted(monitor.frames)])
+        diag = dict(monitor.diagnostics.get(PLANNER, {}))
+    return dict(
+        policy=label,
+        weights=str(weights) if policy == "plan" else None,
+        success_rate=float(np.mean([r["success"] for r in results])),
+        episode_return=float(np.mean([r["episode_return"] for r in results])),
+        episodes=results,
+        plan_latency_p50_ms=diag.get("plan_latency_p50_ms"),
+        decisions_hold=diag.get("decisions_hold"),
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def write_gif(path: Path, frames: list[np.ndarray], period_s: float = 0.16) -> None:
+    import imageio.v2 as imageio
+
+    if frames:
+        imageio.mimsave(path, frames, duration=period_s * 1000, loop=0)
+
+
+# -- stage 5: report ----------------------------------------------------------------------------------
+
+
+def plot_learning_curves(path: Path, summary: dict[str, Any], layout: Layout) -> Path:
+    """Per online episode: return, success and the model version in use; and every loss of the
+    offline pretraining and of the trainer node over gradient updates."""
+    import matplotlib
+
+    from fowm_core.metrics import read_jsonl
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
+    online = (summary.get("online") or {}).get("episodes", [])
+    xs = [r["episode"] for r in online]
+    ax = axes[0]
+    ax.plot(xs, [r["episode_return"] for r in online], ".-", label="return")
+    ok = [r for r in online if r["success"]]
+    ax.plot(
+        [r["episode"] for r in ok], [r["episode_return"] for r in ok], "o", color="tab:green", label="success"
+    )
+    ax2 = ax.twinx()
+    ax2.step(xs, [r["model_version"] for r in online], where="mid", color="tab:purple", label="model version")
+    ax2.set_ylabel("model version in use")
+    ax.set_title(f"{summary['config']['task']}: online episodes")
+    ax.set_xlabel("online episode")
+    ax.legend(loc="upper left", fontsize=7)
+    ax2.legend(loc="lower right", fontsize=7)
+    for ax, jsonls, title in (
+        (axes[1], [layout.pretrain / "tensorboard" / "metrics.jsonl"], "offline pretraining (fowm-pretrain)"),
+        (axes[2], sorted(layout.trainer.rglob("metrics.jsonl")), "online (trainer node)"),
+    ):
+        rows = [r for p in jsonls if p.exists() for r in read_jsonl(p)]
+        tags = sorted({k for r in rows for k in r if k.endswith("_loss") and "total" not in k})
+        for tag in tags:
+            pts = [(r["step"], r[tag]) for r in rows if isinstance(r.get(tag), int | float) and r[tag] > 0]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=tag.split("/")[-1])
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("gradient updates")
+        if tags:
+            ax.legend(fontsize=6)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    seeds = f"{EVAL_SEED_BASE}..{EVAL_SEED_BASE + summary['config']['eval_episodes'] - 1}"
+    print(f"\n{summary['config']['task']}: evaluation through the planner node on held-out seeds {seeds}")
+    print(f"  {'policy':<12} {'success':>8} {'return':>8}")
+    for name in POLICIES:
+        r = summary["evaluation"].get(name)
+        if r:
+            print(f"  {name:<12} {r['success_rate']:>8.0%} {r['episode_return']:>8.2f}")
+    data = summary["data"]
+    print(f"  (offline data: {data['episodes']} medium episodes, success {data['success_rate']:.0%})")
+    online = summary.get("online")
+    if online:
+        versions = sorted({r["model_version"] for r in online["episodes"]})
+        print(
+            f"  online: {len(online['episodes'])} episodes on model versions {versions}, "
+            f"final version {online['final_model_version']}"
+        )
+        if online["trainer_killed_after"] is not None:
+            print(
+                f"  trainer killed after episode {online['trainer_killed_after']}: the planner ran "
+                f"{online['episodes_after_kill']} more episode(s) on its last weights"
+            )
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def run(cfg: RosDemoConfig) -> dict[str, Any]:
+    import rclpy
+
+    from fowm_core.weights import generate_key_file
+
+    layout = Layout(Path(cfg.out))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    for name in ("offline_bags", "online_bags", "pretrain", "trainer", "logs"):
+        shutil.rmtree(getattr(layout, name), ignore_errors=True)  # a rerun starts afresh
+    for name in ("key", "config"):
+        getattr(layout, name).unlink(missing_ok=True)
+    layout.online_bags.mkdir(parents=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    model_cfg = write_model_config(cfg, layout.config)
+    generate_key_file(layout.key)
+    quiet = [] if cfg.progress else ["--no-progress"]
+
+    stage(f"1/5 collect {cfg.offline_episodes} medium demonstrations of {cfg.task} -> {layout.offline_bags}")
+    t0 = time.perf_counter()
+    run_cli(
+        ["fowm_sim.collect", "--output", str(layout.offline_bags), "--task", cfg.task, "--preset", "medium",
+         "--episodes", str(cfg.offline_episodes), "--seed", "0", *quiet],
+        "fowm-collect",
+    )  # fmt: skip
+    timings["collect_s"] = time.perf_counter() - t0
+    data = json.loads((layout.offline_bags / "collect_summary.json").read_text())
+
+    stage(f"2/5 pretrain {cfg.offline_updates} updates from the bags -> {layout.pretrain}")
+    t0 = time.perf_counter()
+    run_cli(
+        ["fowm_trainer.pretrain", "--bags", str(layout.offline_bags), "--output", str(layout.pretrain),
+         "--preset", str(layout.config), "--updates", str(cfg.offline_updates),
+         "--log-every", str(min(50, cfg.offline_updates)), *quiet],
+        "fowm-pretrain",
+    )  # fmt: skip
+    timings["pretrain_s"] = time.perf_counter() - t0
+    pretrain = json.loads((layout.pretrain / "summary.json").read_text())
+    pretrained_weights = layout.pretrain / "weights.safetensors"
+
+    summary: dict[str, Any] = dict(
+        config=asdict(cfg),
+        device=model_cfg["device"],
+        data=dict(episodes=data["episodes"], success_rate=data["success_rate"], steps=data["steps"]),
+        pretrain=dict(updates=pretrain["updates"], last_losses=pretrain["last_losses"],
+                      updates_per_s=pretrain["updates_per_s"], weights=str(pretrained_weights)),
+        online=None,
+        evaluation={},
+    )  # fmt: skip
+    rclpy.init()
+    monitor = GraphMonitor()
+    try:
+        final_weights = pretrained_weights
+        if cfg.online_episodes:
+            stage(f"3/5 online finetuning: {cfg.online_episodes} episodes through the {ONLINE_GRAPH!r} graph")
+            t0 = time.perf_counter()
+            summary["online"] = online = finetune_online(cfg, layout, monitor, pretrained_weights)
+            timings["online_s"] = time.perf_counter() - t0
+            if online["final_weights"]:
+                final_weights = Path(online["final_weights"])
+        else:
+            stage("3/5 online finetuning skipped (--online-episodes 0)")
+
+        stage(f"4/5 evaluate on {cfg.eval_episodes} held-out seeds through the planner node")
+        t0 = time.perf_counter()
+        evaluation = summary["evaluation"]
+        evaluation["random"] = evaluate_through_planner(
+            cfg, layout, monitor, "random", pretrained_weights, "random"
+        )
+        gif = layout.root / "eval.gif"
+        last = "finetuned" if cfg.online_episodes else "pretrained"
+        evaluation["pretrained"] = evaluate_through_planner(
+            cfg, layout, monitor, "pretrained", pretrained_weights, gif=gif if last == "pretrained" else None
+        )
+        if cfg.online_episodes:
+            evaluation["finetuned"] = evaluate_through_planner(
+                cfg, layout, monitor, "finetuned", final_weights, gif=gif
+            )
+        timings["evaluate_s"] = time.perf_counter() - t0
+    finally:
+        monitor.close()
+        rclpy.try_shutdown()
+
+    stage("5/5 report")
+    weights_out = layout.root / "weights.safetensors"
+    shutil.copyfile(final_weights, weights_out)
+    summary.update(
+        weights=str(weights_out),
+        video=str(layout.root / "eval.gif"),
+        tensorboard=[str(layout.pretrain / "tensorboard"), str(layout.trainer)],
+        timings_s=timings,
+        wall_time_s=time.perf_counter() - started,
+        machine=f"{os.cpu_count()} CPUs, device {model_cfg['device']}",
+    )
+    summary["learning_curves"] = str(
+        plot_learning_curves(layout.root / "learning_curves.png", summary, layout)
+    )
+    (layout.root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print_table(summary)
+    print(f"\nwrote {layout.root}/: summary.json, learning_curves.png, eval.gif, weights.safetensors, logs/")
+    print(f"took {summary['wall_time_s'] / 60:.1f} min; TensorBoard: tensorboard --logdir {layout.root}")
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> RosDemoConfig:
+    d = RosDemoConfig()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="make demo DEMO_ARGS=...")
+    p.add_argument("--task", default=d.task, help="reach | push | lift")
+    p.add_argument("--preset", default=d.preset, help="fowm_core preset: realtime-cpu | paper | path.yaml")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides")
+    p.add_argument("--device", default=d.device, help="auto (cuda when present) | cpu | cuda")
+    for name in ("offline_episodes", "offline_updates", "online_episodes", "eval_episodes", "seed",
+                 "kill_trainer_after"):  # fmt: skip
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    p.add_argument("--weights-timeout-s", type=float, default=d.weights_timeout_s)
+    p.add_argument("--episode-timeout-s", type=float, default=d.episode_timeout_s)
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    return RosDemoConfig(
+        task=a.task, preset=a.preset, overrides=tuple(a.set), device=a.device,
+        offline_episodes=a.offline_episodes, offline_updates=a.offline_updates,
+        online_episodes=a.online_episodes, eval_episodes=a.eval_episodes, seed=a.seed,
+        kill_trainer_after=a.kill_trainer_after, weights_timeout_s=a.weights_timeout_s,
+        episode_timeout_s=a.episode_timeout_s, out=a.out, progress=not a.no_progress,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_args(argv)
+    except ValueError as e:
+        print(f"ros_demo: {e}", file=sys.stderr)
+        return 2
+    # Every node of the run: localhost discovery (a demo must not talk to robots on the network),
+    # the shared-memory profile for 640x480 images, headless rendering, one thread per process.
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    profile = Path(__file__).resolve().parent.parent / "config" / "fastdds.xml"
+    if profile.is_file():
+        os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(profile))
+    try:
+        run(cfg)
+    except (RuntimeError, TimeoutError) as e:
+        print(f"ros_demo: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
