@@ -140,10 +140,20 @@ class GraphMonitor:
             DiagnosticArray, "/diagnostics", self._on_diagnostics,
             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
         )  # fmt: skip
-        self.node.create_subscription(
-            Image, topics.IMAGE.name, self._on_image, topics.rclpy_qos(topics.IMAGE.qos)
-        )
+        self._image_args = (Image, topics.IMAGE.name, self._on_image, topics.rclpy_qos(topics.IMAGE.qos))
+        self._image_sub: Any = None
         self._clients: dict[tuple[str, str], Any] = {}
+
+    def capture(self, on: bool) -> None:
+        """Start (clearing earlier frames) or stop keeping camera frames; subscribed only meanwhile,
+        as 640x480 frames cost this process CPU."""
+        if on and self._image_sub is None:
+            self.frames.clear()
+            self._image_sub = self.node.create_subscription(*self._image_args)
+        elif not on and self._image_sub is not None:
+            self.node.destroy_subscription(self._image_sub)
+            self._image_sub = None
+        self.capturing = on
 
     # -- subscriptions -----------------------------------------------------------------------------
 

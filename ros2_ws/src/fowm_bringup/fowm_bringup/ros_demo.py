@@ -288,8 +288,7 @@ def evaluate_through_planner(
         PLANNER: planner_parameters(layout, weights, policy=policy, explore=False),
     }
     monitor.events.clear()
-    monitor.frames.clear()
-    monitor.capturing = gif is not None
+    monitor.capture(gif is not None)
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
     with GraphProcesses(graph, overrides, layout.logs / f"eval_{label}") as procs:
@@ -305,8 +304,11 @@ def evaluate_through_planner(
                 dict(seed=end.seed, success=bool(end.success), episode_return=float(end.episode_return))
             )
             if i == 0 and gif is not None:
-                monitor.capturing = False
-                write_gif(gif, [monitor.frames[k] for k in sorted(monitor.frames)])
+                monitor.capture(False)
+                # The episode's observations (reset + one per decision), in stamp order; a frame of
+                # the next episode that arrived before its "end" event is cut off.
+                frames = [monitor.frames[k] for k in sorted(monitor.frames)][: end.steps + 1]
+                write_gif(gif, frames)
         diag = dict(monitor.diagnostics.get(PLANNER, {}))
     return dict(
         policy=label,
