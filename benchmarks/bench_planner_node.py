@@ -95,8 +95,8 @@ def run_scenario(name: str, neighbour: bool, seconds: float, env: dict[str, str]
         topics.rclpy_qos(topics.JOINT_TRAJECTORY.qos),
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while int(diag.get("decisions_plan", "0")) == 0:
+        deadline = time.monotonic() + 180
+        while int(diag.get("decisions_plan", "0")) + int(diag.get("decisions_policy", "0")) == 0:
             rclpy.spin_once(node, timeout_sec=0.1)
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{name}: the planner never planned (see {logs})")
@@ -158,6 +158,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     reference = in_process_plan_ms()
+    logs = out / "planner_node_logs"  # the nodes' output, kept for a look when a figure is odd
+    logs.mkdir(exist_ok=True)
     with domain_id() as did, tempfile.TemporaryDirectory(prefix="bench-planner-") as tmp:
         isolation = {
             "ROS_DOMAIN_ID": str(did), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOG_DIR": tmp,
@@ -167,7 +169,7 @@ def main() -> None:
         env = dict(os.environ)
         for name, neighbour in (("sim_alone", False), ("with_cpu_neighbour", True)):
             print(f"planner node benchmark: {name} ({a.seconds:.0f} s)", flush=True)
-            results[name] = run_scenario(name, neighbour, a.seconds, env, Path(tmp))
+            results[name] = run_scenario(name, neighbour, a.seconds, env, logs)
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
