@@ -9,14 +9,17 @@ Pairing rules (the planner's view of the world is what the model must learn from
 - Its observation is the camera image and joint state whose header stamp is the one the action
   names (`topics.action_obs_stamp`): exactly what the planner computed it from. An action without a
   stamp, or whose stamped messages never arrive (dropped), falls back to the latest image and the
-  latest joint state stamped at or before that time. Observations go through
+  latest joint state stamped at or before that time (for an action without a stamp, its log time:
+  this assumes the stamps and the log times share a clock). Observations go through
   `fowm_xarm.observation.make_observation`, the planner's own function.
 - Its reward is the next reward message received after it: rewards are matched to actions first
   in, first out, so a reward that arrives after the next action still lands on its own step.
 - Episode boundaries and success come from the episode-events topic. The observation after the last
-  step is the latest image (with the joint state of the same stamp) stamped at or before the "end"
-  event. "end" with terminated=true is a true terminal; otherwise the episode was cut by a time
-  limit (truncated: the value after it still counts).
+  step is the newest image stamped after the last step's (with the joint state of its stamp)
+  received by the "end" event (plus `final_obs_slack_s`) and before the next "start"; receive times
+  bound it because stamps may be on another clock (lockstep sim time). "end" with terminated=true is
+  a true terminal; otherwise the episode was cut by a time limit (truncated: the value after it
+  still counts).
 
 Late messages: a message may arrive up to `lag_s` after the ones it belongs with (sensor topics are
 best effort and recorders log receive times). Steps are resolved and episodes closed only once the
@@ -67,12 +70,18 @@ class AssemblerConfig:
     """Episode start/end events (std_msgs/String JSON)."""
     lag_s: float = 0.5
     """Seconds a late message (e.g. a frame logged after the action that used it) is still awaited."""
+    final_obs_slack_s: float = 0.1
+    """A final observation received up to this long after "end" still counts (it may be overtaken)."""
     max_frames: int = 256
     """Most raw camera frames (and joint states) held at once while steps wait for them."""
 
     def __post_init__(self) -> None:
         if not self.lag_s >= 0:
             raise ValueError(f"AssemblerConfig.lag_s must be >= 0, got {self.lag_s}")
+        if not 0 <= self.final_obs_slack_s <= self.lag_s:
+            raise ValueError(
+                f"AssemblerConfig.final_obs_slack_s must be in [0, lag_s], got {self.final_obs_slack_s}"
+            )
         if self.max_frames < 2:
             raise ValueError(f"AssemblerConfig.max_frames must be >= 2, got {self.max_frames}")
 
@@ -99,12 +108,14 @@ class _Frames:
     def __init__(self) -> None:
         self.stamps: list[int] = []  # sorted
         self.msgs: dict[int, Any] = {}
+        self.logged: dict[int, int] = {}  # stamp -> log (receive) time
 
-    def add(self, stamp: int, msg: Any) -> bool:
+    def add(self, stamp: int, log_ns: int, msg: Any) -> bool:
         if stamp in self.msgs:
             return False
         bisect.insort(self.stamps, stamp)
         self.msgs[stamp] = msg
+        self.logged[stamp] = log_ns
         return True
 
     def latest_at_or_before(self, t: int, after: int | None = None) -> int | None:
@@ -119,7 +130,7 @@ class _Frames:
         i = max(bisect.bisect_right(self.stamps, keep_from) - 1, 0)
         i = max(i, len(self.stamps) - max_frames)
         for s in self.stamps[:i]:
-            del self.msgs[s]
+            del self.msgs[s], self.logged[s]
         del self.stamps[:i]
 
 
@@ -148,6 +159,7 @@ class _OpenEpisode:
     orphan_rewards: int = 0
     end: EpisodeEvent | None = None
     end_ns: int = 0
+    next_start_ns: int | None = None  # log time of the next episode's "start", once seen
 
 
 class EpisodeAssembler:
@@ -167,6 +179,7 @@ class EpisodeAssembler:
         self.kinematics = kinematics or XArm7Kinematics()
         self.config = config or AssemblerConfig()
         self._lag_ns = round(self.config.lag_s * 1e9)
+        self._final_slack_ns = round(self.config.final_obs_slack_s * 1e9)
         self._images = _Frames()
         self._joints = _Frames()
         # Episodes not yet returned, oldest first: ended ones wait out the lag (a late reward or frame
@@ -183,10 +196,10 @@ class EpisodeAssembler:
         self._now = max(self._now, int(log_ns))
         done: list[Episode] = []
         if topic == cfg.image_topic:
-            if self._images.add(header_stamp_ns(msg), msg):
+            if self._images.add(header_stamp_ns(msg), int(log_ns), msg):
                 self._resolve_stamped(header_stamp_ns(msg))
         elif topic == cfg.joint_states_topic:
-            if self._joints.add(header_stamp_ns(msg), msg):
+            if self._joints.add(header_stamp_ns(msg), int(log_ns), msg):
                 self._resolve_stamped(header_stamp_ns(msg))
         elif topic == cfg.action_topic:
             self._on_action(int(log_ns), msg)
@@ -200,6 +213,12 @@ class EpisodeAssembler:
             done += self._on_event(int(log_ns), event)
         done += self._advance(final=False)
         return done
+
+    def tick(self, now_ns: int) -> list[Episode]:
+        """Let time pass without a message (a live source calls this periodically, so an ended
+        episode is returned once its lag is over even when the topics go quiet)."""
+        self._now = max(self._now, int(now_ns))
+        return self._advance(final=False)
 
     def flush(self) -> list[Episode]:
         """End of stream: resolve everything still waiting and close an ended episode. An episode
@@ -257,6 +276,9 @@ class EpisodeAssembler:
     def _on_event(self, log_ns: int, event: EpisodeEvent) -> list[Episode]:
         done: list[Episode] = []
         if event.event == "start":
+            for ended in self._episodes:
+                if ended.end is not None and ended.next_start_ns is None:
+                    ended.next_start_ns = log_ns
             previous = self._current
             self._episodes.append(_OpenEpisode(start=event, start_ns=log_ns))
             if previous is not None:
@@ -358,12 +380,20 @@ class EpisodeAssembler:
             )
         if rewarded < len(steps):
             raise AssemblyError(f"{name}: {len(steps) - rewarded} of its {len(steps)} actions have no reward")
-        # The observation after the last step: newer than the last step's, at or before "end".
+        # The observation after the last step: the newest frame stamped after the last step's that was
+        # received by "end" (plus a little slack for a frame overtaken by the event) and before the
+        # next "start". Receive times, not stamps, bound it: stamps may run on another clock (sim time).
         last = steps[-1]
-        img = self._images.latest_at_or_before(ep.end_ns, after=last.image_stamp)
+        bound = ep.end_ns + self._final_slack_ns
+        if ep.next_start_ns is not None:
+            bound = min(bound, ep.next_start_ns - 1)
+        candidates = [
+            s for s in self._images.stamps if s > (last.image_stamp or -1) and self._images.logged[s] <= bound
+        ]
+        img = candidates[-1] if candidates else None
         js = None
         if img is not None:
-            js = img if img in self._joints.msgs else self._joints.latest_at_or_before(ep.end_ns)
+            js = img if img in self._joints.msgs else self._joints.latest_at_or_before(img)
         dropped_last = False
         if img is None or js is None:
             if len(steps) < 2:

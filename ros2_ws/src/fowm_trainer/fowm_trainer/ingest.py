@@ -13,7 +13,7 @@ copied, renamed or scanned again is never ingested twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +56,7 @@ class IngestedBag:
     path: Path
     identity: str  # content sha256 of the bag
     episodes: list[Episode]
+    problems: list[str] = field(default_factory=list)  # other episodes in the bag that were unusable
 
 
 @dataclass
@@ -106,19 +107,23 @@ class BagIngestor:
             )
         assembler = EpisodeAssembler(self.obs_config, self.kinematics, self.assembler_config)
         episodes: list[Episode] = []
-        try:
-            for topic, stamp, msg in bag.records:
-                episodes += assembler.feed(topic, stamp, msg)
-            episodes += assembler.flush()
-        except AssemblyError as exc:
-            raise EpisodeBagError(f"{path}: {exc}", "content") from exc
+        problems: list[str] = []
+
+        def collect(call: Callable[[], list[Episode]]) -> None:
+            try:
+                episodes.extend(call())
+            except AssemblyError as exc:  # that episode is unusable; the stream goes on
+                problems.append(str(exc))
+
+        for topic, stamp, msg in bag.records:
+            collect(lambda t=topic, s=stamp, m=msg: assembler.feed(t, s, m))
+        collect(assembler.flush)
         if not episodes:
-            raise EpisodeBagError(
-                f"{path}: no complete episode (no 'start'/'end' events around actions)", "content"
-            )
+            why = problems[0] if problems else "no complete episode (no 'start'/'end' events around actions)"
+            raise EpisodeBagError(f"{path}: {why}", "content")
         for e in episodes:
             e.info.update(bag=str(path), bag_sha256=bag.content_sha256)
-        return IngestedBag(path, bag.content_sha256, episodes)
+        return IngestedBag(path, bag.content_sha256, episodes, problems)
 
     def scan(self, directories: str | Path | Iterable[str | Path]) -> IngestReport:
         """Ingest every finished bag in the directories that was not ingested before (sorted by name
