@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 from fowm_core.agent import FOWMAgent
 from fowm_core.config import PlannerConfig, load_config
@@ -15,9 +18,10 @@ from fowm_core.world_model import WorldModel
 
 
 class QuadraticWorld(nn.Module):
-    """z is the 2-d state and never changes; R(z, a) = -||a - target||^2; pi(z) = 0.
+    """z is the 2-d state and never changes; R(z, a) = -||a - target||^2; pi(z) = (-0.5, 0).
     Q member k is spread_k * risk * relu(a_0): the ensemble agrees (Q = 0) wherever a_0 <= 0 and
-    disagrees more and more for a_0 > 0. The terminal action pi = 0 has Q = 0 for every member."""
+    disagrees more and more for a_0 > 0. The terminal action pi(z_H) plus the planner's clipped
+    min_std noise stays at a_0 < 0, where Q = 0 for every member."""
 
     num_q = 5
 
@@ -38,7 +42,7 @@ class QuadraticWorld(nn.Module):
         return -(a - self.target).square().sum(-1, keepdim=True)
 
     def pi(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(*z.shape[:-1], 2, dtype=z.dtype, device=z.device)
+        return torch.tensor([-0.5, 0.0], dtype=z.dtype, device=z.device).expand(*z.shape[:-1], 2)
 
     def q_all(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         risk = self.risk * torch.relu(a[..., :1])  # (*lead, 1)
@@ -181,18 +185,170 @@ def test_tdmpc_mode_plans_without_the_penalty_and_flops_match_the_paper() -> Non
     assert plan_flops(load_config("paper", {"mode": "tdmpc"}), spec) < 0.5 * gflop * 1e9
 
 
+class ConstantWorld(nn.Module):
+    """z never changes; R = reward(a) (given); pi(z) = 0; Q member k = q_of(k, a) (given)."""
+
+    num_q = 5
+
+    def __init__(
+        self,
+        reward: Callable[[torch.Tensor], torch.Tensor],
+        q_of: Callable[[int, torch.Tensor], torch.Tensor],
+    ) -> None:
+        super().__init__()
+        self.reward_fn, self.q_of = reward, q_of
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return obs["state"].to(self.anchor.dtype)
+
+    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.reward_fn(a)
+
+    def pi(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*z.shape[:-1], 2, dtype=z.dtype, device=z.device)
+
+    def q_all(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.q_of(k, a) for k in range(self.num_q)])
+
+
+def _zero_reward(a: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(a[..., :1])
+
+
+def test_each_iteration_draws_its_own_min_q_pair() -> None:
+    # Official FOWM: a fresh pair of Q members for the terminal minQ at every MPPI iteration. With
+    # Q_k = k and no reward, every sequence's return is gamma^H min(pair): the plan's predicted
+    # return tells which pair the last iteration used.
+    world = ConstantWorld(_zero_reward, lambda k, a: torch.full_like(a[..., :1], float(k)))
+    p = _planner(lam=0.0, iterations=6)
+    p.set_model(world)
+    pair_sets = []
+    for _ in range(8):
+        state = p.generator.get_state()
+        pairs = p.draw().pairs  # the pairs the next plan will draw
+        p.generator.set_state(state)
+        p.plan(STATE, first_step=True)
+        assert p.last_plan_info["predicted_return"] == pytest.approx(0.9**3 * pairs[-1].min().item())
+        assert (pairs[:, 0] != pairs[:, 1]).all()  # two distinct members
+        pair_sets.append({tuple(sorted(x)) for x in pairs.tolist()})
+    assert max(len(s) for s in pair_sets) > 1  # not one pair for the whole plan
+
+
+def test_terminal_policy_action_is_sampled_with_clipped_noise() -> None:
+    # Q = a_0 for every member and pi(z) = 0: a noise-free terminal action would give every sequence
+    # the return 0. With FOWM's min_std noise (clipped to +-0.3), the best sequences are those whose
+    # terminal draw came out largest.
+    world = ConstantWorld(_zero_reward, lambda k, a: a[..., :1])
+    p = _planner(lam=0.0)
+    p.set_model(world)
+    for _ in range(3):
+        p.plan(STATE, first_step=True)
+        g = p.last_plan_info["predicted_return"]
+        assert 0.9**3 * 0.05 < g <= 0.9**3 * 0.3 + 1e-6  # above 1 sigma of 264 draws, within the clip
+
+
+def test_nan_returns_count_as_zero() -> None:
+    # reward -1 where a_0 < 0.5 and NaN elsewhere: as in the official planner, NaN returns become 0,
+    # which beats -1 per step, so the plan moves into the NaN region and still returns a finite action.
+    def reward(a: torch.Tensor) -> torch.Tensor:
+        r = torch.full_like(a[..., :1], -1.0)
+        return torch.where(a[..., :1] > 0.5, torch.nan, r)
+
+    world = ConstantWorld(reward, lambda k, a: torch.zeros_like(a[..., :1]))
+    p = _planner(lam=0.0)
+    p.set_model(world)
+    a = p.plan(STATE, first_step=True)
+    assert torch.isfinite(a).all() and a[0] > 0.5
+    assert p.last_plan_info["predicted_return"] == 0.0
+
+
+def test_plan_reports_return_uncertainty_and_latency() -> None:
+    world = QuadraticWorld(target=(0.5, -0.5), risk=4.0)
+    p = _planner(lam=1.0)
+    p.set_model(world)
+    p.plan(STATE, first_step=True)
+    info = p.last_plan_info
+    assert set(info) == {"predicted_return", "uncertainty", "latency_s"}
+    assert info["latency_s"] > 0 and info["uncertainty"] >= 0
+    # the cautious plan stays where the members agree: its uncertainty is far below the disagreement
+    # at the reward optimum a_0 = 0.5 (std of spread_k * 4 * 0.5 over the 5 members = 1.58)
+    assert info["uncertainty"] < 0.2
+    assert info["predicted_return"] < 0  # only negative rewards exist
+
+
+def test_warmup_leaves_later_plans_unchanged() -> None:
+    world = QuadraticWorld(target=(0.2, 0.2), risk=1.0)
+    warmed, fresh = _planner(lam=1.0, seed=7), _planner(lam=1.0, seed=7)
+    for p in (warmed, fresh):
+        p.set_model(world)
+        p.plan(STATE, first_step=True)
+    assert warmed.warmup(STATE) > 0
+    for t in range(3):
+        assert torch.equal(warmed.plan(STATE), fresh.plan(STATE)), t
+
+
+def _tiny_planner_cfg(**kw) -> PlannerConfig:
+    return PlannerConfig(horizon=3, num_samples=64, num_pi_trajs=8, num_elites=8, iterations=2, **kw)
+
+
 @pytest.mark.slow
-def test_compiled_planner_matches_eager() -> None:
+def test_fused_compiled_plan_scores_like_the_plain_one() -> None:
+    """The stacked heads (eager and torch.compile'd, fp32 and bf16) give the plain path's returns on
+    the same samples; one compile, tiny sizes."""
     spec = ObservationSpec.make(state_dim=4)
     model = _random_world(spec)
     obs = {"state": torch.linspace(-1, 1, 4)}
-    actions = {}
-    for compile_ in (False, True):
-        cfg = PlannerConfig(
-            horizon=3, num_samples=64, num_pi_trajs=8, num_elites=8, iterations=2, compile=compile_
-        )
-        p = UncertaintyPenalisedMPPI(cfg, 3, seed=5)
+    variants = {
+        "plain": _tiny_planner_cfg(fuse=False),
+        "fused": _tiny_planner_cfg(),
+        "plain-bf16": _tiny_planner_cfg(fuse=False, dtype="bfloat16"),
+        "fused-bf16-compiled": _tiny_planner_cfg(dtype="bfloat16", compile=True),
+    }
+    planners = {k: UncertaintyPenalisedMPPI(cfg, 3, seed=5) for k, cfg in variants.items()}
+    for p in planners.values():
         p.set_model(model)
-        actions[compile_] = torch.stack([p.plan(obs, first_step=t == 0) for t in range(2)])
-    # fused kernels round differently, so compare values, not bits
-    assert torch.allclose(actions[False], actions[True], atol=1e-3)
+    assert planners["fused-bf16-compiled"].warmup(obs) > 0
+    assert planners["fused"].fused and not planners["plain"].fused
+    elite_returns = {}
+    with torch.inference_mode():  # as in plan(): a tensor made outside it would trigger a recompile
+        draws = planners["plain"].draw()
+        for name, p in planners.items():
+            z0 = model.encode({"state": obs["state"][None]}).to(p.dtype)
+            mean = torch.zeros(3, 3)
+            pi = p._propose(z0, draws.policy)
+            it = p._iterate(
+                z0, mean, torch.full_like(mean, 2.0), pi, draws.samples[0], draws.pairs[0], draws.terminal[0]
+            )
+            elite_returns[name] = it[2][1]  # (K,) best returns, sorted
+            if not p.cfg.compile:  # every sequence's return, from the same samples
+                actions = torch.cat([(mean[:, None] + 2.0 * draws.samples[0]).clamp(-1, 1), pi], 1)
+                elite_returns[name + "/all"] = p.score(z0, actions, draws.pairs[0], draws.terminal[0])[0]
+    ref, scale = elite_returns["plain"], elite_returns["plain"].abs().max().item()
+    assert scale > 0.1  # non-trivial returns
+    assert torch.allclose(elite_returns["fused/all"], elite_returns["plain/all"], atol=1e-4 * scale)
+    assert torch.allclose(elite_returns["fused"], ref, atol=1e-4 * scale)
+    # bf16: 8 mantissa bits through 3 steps of 3-layer MLPs
+    assert torch.allclose(elite_returns["plain-bf16/all"], elite_returns["plain/all"], atol=0.03 * scale)
+    assert torch.allclose(elite_returns["fused-bf16-compiled"], ref, atol=0.03 * scale)
+    # warmup compiled ahead of the first tick (above); neither later plans nor a weight swap compile
+    # again, and the compiled plan reads the swapped weights: +1 on every reward shifts every return
+    # by 1 + gamma + gamma^2 and changes nothing else (same draws)
+    compiled = planners["fused-bf16-compiled"]
+    graphs = counters["stats"]["unique_graphs"]
+    state = compiled.generator.get_state()
+    compiled.plan(obs, first_step=True)
+    before = compiled.last_plan_info["predicted_return"]
+    with torch.no_grad():
+        model.reward_head[-1].bias += 1.0
+    compiled.set_model(model)
+    compiled.generator.set_state(state)
+    compiled.plan(obs, first_step=True)
+    compiled.plan(obs)
+    assert counters["stats"]["unique_graphs"] == graphs
+    compiled.generator.set_state(state)
+    compiled.plan(obs, first_step=True)
+    assert compiled.last_plan_info["predicted_return"] - before == pytest.approx(2.71, abs=0.05)

@@ -77,7 +77,11 @@ class PlannerConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Precision of the planner's copy of the model; actions are always returned as float32."""
     compile: bool = False
-    """torch.compile the scoring pass: 1.4-1.9x faster plans on a CPU after a 15-30 s first plan."""
+    """torch.compile the whole plan (CUDA graphs on a GPU), once per shape: several times faster plans
+    after a first plan of 10-60 s; the planner node pays it in `warmup`, before its first tick."""
+    fuse: bool = True
+    """Score with the dynamics, reward and Q heads stacked into one batched matmul per layer and step
+    (WorldModel only; other models always go through their methods). Same returns up to rounding."""
 
     def __post_init__(self) -> None:
         for name in ("horizon", "iterations", "num_samples", "num_elites"):

@@ -2,19 +2,36 @@
 space at every control tick and scores each candidate with
 
     G = sum_{t<H} gamma^t (R(z_t, a_t) - lambda u_t) + gamma^H (minQ(z_H, pi(z_H)) - lambda u_H),
-    u_t = std over all Q-ensemble members at (z_t, a_t).
+    u_t = std over all Q-ensemble members at (z_t, a_t),
+
+as FOWM's official planner does (fyhMer/fowm, `TDMPC.plan` / `estimate_value`): a fresh minQ pair
+at every iteration, the terminal action pi(z_H) sampled with min_std noise (clipped to +-0.3), the
+policy proposals re-scored at every iteration, and NaN returns counted as 0.
+
+Speed. A plan is a pure function of tensors (`_plan_core`): every random number is drawn up front
+from the planner's generator, so `torch.compile` takes the policy proposals and each MPPI iteration
+(all rollout steps, scoring, elites and refit) as graphs, compiled once per shape (CUDA graphs on a
+GPU). With a `WorldModel`, the heads
+that read the same (z, a) (dynamics, reward and every Q member) are stacked into one batched matmul
+per layer and rollout step (`FusedHeads`); other models are scored through their methods.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Protocol
+import time
+from typing import NamedTuple, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fowm_core.config import FOWMConfig, PlannerConfig
 from fowm_core.specs import RGB_KEY, STATE_KEY, ObservationSpec
+from fowm_core.world_model import Mish, QEnsemble, WorldModel, fast_tanh
+
+# FOWM samples the policy's actions from a truncated normal whose noise is clipped to this.
+POLICY_NOISE_CLIP = 0.3
 
 
 class PlanningModel(Protocol):
@@ -30,11 +47,125 @@ class PlanningModel(Protocol):
     def q_all(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor: ...  # (num_q, *lead, 1)
 
 
+class Draws(NamedTuple):
+    """Every random number of one plan (float32), drawn from the planner's generator before it."""
+
+    samples: torch.Tensor  # (I, H, N, A) standard normal: Gaussian action sequences
+    policy: torch.Tensor  # (H, P, A) standard normal: noise of the policy proposals
+    terminal: torch.Tensor  # (I, N+P, A) standard normal: noise of the terminal policy action
+    pairs: torch.Tensor  # (I, 2) int64: the minQ members of each iteration
+    choice: torch.Tensor  # (1,) uniform in [0, 1): which elite's first action is executed
+    explore: torch.Tensor  # (A,) standard normal: exploration noise of the executed action
+
+
+def _mish(x: torch.Tensor) -> torch.Tensor:
+    """Mish through one sigmoid, as world_model.Mish: x (1 - s^2) / (1 + s^2), s = sigmoid(-x)."""
+    s2 = torch.sigmoid(-x).square()
+    return x * (1.0 - s2) / (1.0 + s2)
+
+
+def _is_mlp(m: nn.Module) -> bool:
+    """Linear -> LN -> Mish -> Linear -> LN -> Mish -> Linear (world_model.mlp)."""
+    kinds = (nn.Linear, nn.LayerNorm, (Mish, nn.Mish)) * 2 + (nn.Linear,)
+    return isinstance(m, nn.Sequential) and len(m) == 7 and all(isinstance(x, k) for x, k in zip(m, kinds))
+
+
+class FusedHeads(nn.Module):
+    """The WorldModel heads that read (z, a), stacked in groups [dynamics, reward, Q_1..Q_E] (the Qs
+    only when the planner needs them at every step) so a rollout step costs one batched matmul per
+    layer instead of 3 + 3 + 3E small ones. Buffers are in the planner's dtype and refreshed in place
+    from the model (`refresh`), so a compiled plan keeps using them without recompiling."""
+
+    def __init__(self, model: WorldModel, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        L, A, D, E = model.cfg.latent_dim, model.action_dim, model.cfg.mlp_dim, model.num_q
+        G = 2 + E
+
+        def buf(*shape: int) -> torch.Tensor:
+            return torch.zeros(*shape, dtype=dtype, device=device)
+
+        self.num_q, self.hidden = E, D
+        # Group-major (G, M, D) activations throughout: the batched matmuls read them without copies.
+        self.w1, self.b1 = buf(G, L + A, D), buf(G, 1, D)  # first layers, (in, out) orientation
+        self.ln1_w, self.ln1_b = buf(G, 1, D), buf(G, 1, D)  # affine of the LayerNorm after them
+        self.w2, self.b2 = buf(G, D, D), buf(G, 1, D)
+        self.ln2_w, self.ln2_b = buf(2, 1, D), buf(2, 1, D)  # dynamics and reward only
+        self.w3_dyn, self.b3_dyn = buf(D, L), buf(L)
+        self.lnz_w, self.lnz_b = buf(L), buf(L)  # the dynamics' output LayerNorm (before Sigmoid)
+        self.w3_rq, self.b3_rq = buf(1 + E, D, 1), buf(1 + E, 1, 1)  # reward and Q outputs
+        self.refresh(model)
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        """True when `model` is a WorldModel with the layer layout these buffers mirror."""
+        if not isinstance(model, WorldModel):
+            return False
+        dyn = model.dynamics
+        ok = isinstance(dyn, nn.Sequential) and len(dyn) == 3 and _is_mlp(dyn[0])
+        ok = ok and isinstance(dyn[1], nn.LayerNorm) and isinstance(dyn[2], nn.Sigmoid)
+        ok = ok and _is_mlp(model.reward_head) and isinstance(model.qs, QEnsemble)
+        D = model.cfg.mlp_dim
+        return ok and dyn[0][0].out_features == D and model.reward_head[0].out_features == D
+
+    @torch.no_grad()
+    def refresh(self, model: WorldModel) -> None:
+        """Copy the model's current weights in (any dtype/device; shapes must match)."""
+        dyn, rew, qs = model.dynamics[0], model.reward_head, model.qs
+        for g, m in enumerate((dyn, rew)):
+            self.w1[g].copy_(m[0].weight.T)
+            self.b1[g, 0].copy_(m[0].bias)
+            self.ln1_w[g, 0].copy_(m[1].weight)
+            self.ln1_b[g, 0].copy_(m[1].bias)
+            self.w2[g].copy_(m[3].weight.T)
+            self.b2[g, 0].copy_(m[3].bias)
+            self.ln2_w[g, 0].copy_(m[4].weight)
+            self.ln2_b[g, 0].copy_(m[4].bias)
+        self.w1[2:].copy_(qs.l1.weight)
+        self.b1[2:].copy_(qs.l1.bias)
+        self.ln1_w[2:].copy_(qs.ln.weight)
+        self.ln1_b[2:].copy_(qs.ln.bias)
+        self.w2[2:].copy_(qs.l2.weight)
+        self.b2[2:].copy_(qs.l2.bias)
+        self.w3_dyn.copy_(dyn[6].weight.T)
+        self.b3_dyn.copy_(dyn[6].bias)
+        self.lnz_w.copy_(model.dynamics[1].weight)
+        self.lnz_b.copy_(model.dynamics[1].bias)
+        self.w3_rq[0].copy_(rew[6].weight.T)
+        self.b3_rq[0, 0].copy_(rew[6].bias)
+        self.w3_rq[1:].copy_(qs.l3.weight)
+        self.b3_rq[1:].copy_(qs.l3.bias)
+
+    def step(self, z: torch.Tensor, a: torch.Tensor, with_q: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One rollout step of M rows: z (M, L), a (M, A) -> z' (M, L), [R, Q_1..Q_E] (1 [+ E], M, 1)."""
+        G, D = (2 + self.num_q if with_q else 2), self.hidden
+        x = torch.cat([z, a], -1).expand(G, -1, -1)  # (G, M, L+A): every group reads the same (z, a)
+        h = torch.bmm(x, self.w1[:G]) + self.b1[:G]  # (G, M, D): the one first-layer matmul
+        # (biases are added in the fused elementwise kernels, not by the matmul: that would copy)
+        h = torch.addcmul(self.ln1_b[:G], F.layer_norm(h, (D,)), self.ln1_w[:G])
+        h = torch.cat([_mish(h[:2]), fast_tanh(h[2:])]) if with_q else _mish(h)
+        h = torch.bmm(h, self.w2[:G]) + self.b2[:G]  # (G, M, D)
+        mlp = _mish(torch.addcmul(self.ln2_b, F.layer_norm(h[:2], h.shape[-1:]), self.ln2_w))  # (2, M, D)
+        z = mlp[0] @ self.w3_dyn + self.b3_dyn  # (M, L)
+        z = torch.sigmoid(F.layer_norm(z, z.shape[-1:], self.lnz_w, self.lnz_b))
+        heads = torch.cat([mlp[1:], F.elu(h[2:])]) if with_q else mlp[1:]  # (1 [+ E], M, D)
+        return z, torch.bmm(heads, self.w3_rq[: len(heads)]) + self.b3_rq[: len(heads)]
+
+    def q_all(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Q-ensemble only (the terminal step): z (M, L), a (M, A) -> (E, M, 1)."""
+        x = torch.cat([z, a], -1).expand(self.num_q, -1, -1)
+        h = torch.bmm(x, self.w1[2:]) + self.b1[2:]  # (E, M, D)
+        h = fast_tanh(torch.addcmul(self.ln1_b[2:], F.layer_norm(h, (self.hidden,)), self.ln1_w[2:]))
+        h = F.elu(torch.bmm(h, self.w2[2:]) + self.b2[2:])
+        return torch.bmm(h, self.w3_rq[1:]) + self.b3_rq[1:]
+
+
 class UncertaintyPenalisedMPPI:
     """MPPI over action sequences with Gaussian + policy proposals, warm-started across ticks.
 
-    Call `set_model` whenever the weights change (the bf16 path keeps its own copy), `reset` at
-    episode start, and `plan` once per tick.
+    Call `set_model` whenever the weights change (the planner keeps its own copy in its dtype and
+    refreshes it in place), `reset` at episode start, and `plan` once per tick. `warmup` compiles
+    ahead of the first tick. After each plan, `last_plan_info` holds the chosen sequence's predicted
+    return, its uncertainty and the plan's latency.
     """
 
     def __init__(
@@ -55,35 +186,45 @@ class UncertaintyPenalisedMPPI:
         self.uncertainty_coef = cfg.uncertainty_coef if uncertainty_coef is None else uncertainty_coef
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self._model: nn.Module | None = None
-        self._source: nn.Module | None = None
+        self._fused: FusedHeads | None = None
         self._prev_mean: torch.Tensor | None = None  # (H, A) float32, last tick's refined mean
-        # Fuses the many elementwise ops (LayerNorm, Mish, ELU) that dominate the CPU time in eager
-        # mode; shapes are fixed by the config, so it compiles once per shape (N and P rows).
-        self._returns = self.estimate_returns
+        self.last_plan_info: dict[str, float] = {}
+        self._propose, self._iterate = self._propose_impl, self._iterate_impl
         if cfg.compile:
-            self._returns = torch.compile(self.estimate_returns, dynamic=False)
+            # Shapes are fixed by the config, so each piece compiles once. On a GPU, CUDA graphs
+            # replay them without per-kernel launch cost.
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._propose = torch.compile(self._propose_impl, dynamic=False, mode=mode)
+            self._iterate = torch.compile(self._iterate_impl, dynamic=False, mode=mode)
 
+    # -- model ------------------------------------------------------------------------------------
     def set_model(self, model: nn.Module) -> None:
-        """Use `model` for planning. fp32 on the model's own device plans with it directly; otherwise
-        a copy in the planner's dtype/device is kept and refreshed in place on later calls."""
-        p = next(model.parameters())
-        if p.dtype == self.dtype and p.device == self.device:
-            self._model = model
-        elif self._source is model and self._model is not None and self._model is not model:
-            with torch.no_grad():
-                for dst, src in zip(
-                    self._model.state_dict().values(), model.state_dict().values(), strict=True
-                ):
-                    dst.copy_(src)
-        else:
-            self._model = copy.deepcopy(model).to(self.device, self.dtype)
-        self._model.eval()
-        self._source = model
+        """Plan with `model`'s current weights. The planner keeps a copy in its own dtype/device;
+        a model with the same parameter shapes as the last one is copied into it in place (cheap,
+        and a compiled plan is not recompiled)."""
+        with torch.no_grad():
+            if self._model is not None and _same_layout(self._model, model):
+                for name, dst in self._model.state_dict().items():
+                    dst.copy_(model.state_dict()[name])
+            else:
+                self._model = copy.deepcopy(model).to(self.device, self.dtype).eval().requires_grad_(False)
+                self._fused = None
+                if self.cfg.fuse and FusedHeads.supports(self._model):
+                    self._fused = FusedHeads(self._model, self.dtype, self.device)
+                return
+            if self._fused is not None:
+                self._fused.refresh(self._model)
+
+    @property
+    def fused(self) -> bool:
+        """Whether plans use the stacked heads (a WorldModel and cfg.fuse) or the model's methods."""
+        return self._fused is not None
 
     def reset(self) -> None:
         """Forget the warm start (call at episode start)."""
         self._prev_mean = None
 
+    # -- planning ---------------------------------------------------------------------------------
     @torch.inference_mode()
     def plan(
         self, obs: dict[str, torch.Tensor], *, first_step: bool = False, explore: bool = False
@@ -92,83 +233,209 @@ class UncertaintyPenalisedMPPI:
         execute, (A,) float32 in [-1, 1]. explore=True adds N(0, std[0]) noise."""
         if self._model is None:
             raise RuntimeError("UncertaintyPenalisedMPPI.plan called before set_model")
-        cfg, m, A, H = self.cfg, self._model, self.action_dim, self.cfg.horizon
+        start = time.perf_counter()
         if first_step:
             self.reset()
+        H, A = self.cfg.horizon, self.action_dim
         obs = {k: (v if v.dtype == torch.uint8 else v.to(self.dtype))[None] for k, v in obs.items()}
-        z0 = m.encode(obs)  # (1, L)
-        # One pair of members for every terminal minQ in this plan, so that the policy proposals'
-        # returns (fixed for the whole plan) can be computed once.
-        pair = torch.randperm(m.num_q, generator=self.generator, device=self.device)[:2]
-
-        # Policy proposals: pi rolled out with min_std noise, scored once.
-        P = cfg.num_pi_trajs
-        pi_actions = torch.empty(H, P, A, device=self.device, dtype=self.dtype)
-        if P > 0:
-            z = z0.expand(P, -1)
-            for t in range(H):
-                noise = torch.randn(P, A, generator=self.generator, device=self.device, dtype=self.dtype)
-                pi_actions[t] = (m.pi(z) + cfg.min_std * noise).clamp(-1, 1)
-                if t < H - 1:
-                    z = m.next(z, pi_actions[t])
-            pi_returns = self._returns(z0, pi_actions, pair)  # (P,)
-        else:
-            pi_returns = torch.empty(0, device=self.device)
-
+        z0 = self._model.encode(obs).to(self.dtype)  # (1, L)
         mean = torch.zeros(H, A, device=self.device)
         if self._prev_mean is not None:
             mean[:-1] = self._prev_mean[1:]  # warm start: shift by one tick
-        std = torch.full((H, A), cfg.max_std, device=self.device)
-        N, K = cfg.num_samples, cfg.num_elites
-        for _ in range(cfg.iterations):
-            # Sample actions
-            noise = torch.randn(H, N, A, generator=self.generator, device=self.device)
-            actions = (mean[:, None] + std[:, None] * noise).clamp(-1, 1).to(self.dtype)  # (H, N, A)
-            returns = self._returns(z0, actions, pair)  # (N,)
-            actions = torch.cat([actions, pi_actions], 1)  # (H, N+P, A)
-            returns = torch.cat([returns, pi_returns])  # (N+P,)
-
-            # Compute elites
-            elite_returns, idx = torch.topk(returns, K)  # (K,)
-            elite_actions = actions[:, idx].float()  # (H, K, A)
-
-            # Update the sampling distribution
-            w = torch.softmax(cfg.temperature * elite_returns, 0)  # (K,) = exp(T (G - max G)) / sum
-            new_mean = torch.einsum("k,hka->ha", w, elite_actions)
-            var = torch.einsum("k,hka->ha", w, (elite_actions - new_mean[:, None]) ** 2)
-            std = var.sqrt().clamp(cfg.min_std, cfg.max_std)
-            mean = cfg.momentum * mean + (1 - cfg.momentum) * new_mean
-
-        # Select the first action of an elite drawn by score
-        choice = torch.multinomial(w, 1, generator=self.generator)
-        action = elite_actions[0, choice[0]]  # (A,)
+        draws = self.draw()
+        graphs = self.cfg.compile and self.device.type == "cuda"
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # a new plan: earlier graph outputs may be reused
+        out = self._plan_core(z0, mean, draws)
+        if graphs:
+            out = tuple(x.clone() for x in out)  # the next plan's replays overwrite graph outputs
+        action, mean, std, info = out
         self._prev_mean = mean
         if explore:
-            noise = torch.randn(A, generator=self.generator, device=self.device)
-            action = (action + std[0] * noise).clamp(-1, 1)
+            action = (action + std[0] * draws.explore).clamp(-1, 1)
+        ret, unc = info.tolist()  # the plan's one host sync
+        self.last_plan_info = {
+            "predicted_return": ret, "uncertainty": unc, "latency_s": time.perf_counter() - start,
+        }  # fmt: skip
         return action.float()
 
-    def estimate_returns(self, z0: torch.Tensor, actions: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
-        """Uncertainty-penalised return G of each sequence. z0: (1, L); actions: (H, N, A) -> (N,) float32."""
-        m, H, N = self._model, actions.shape[0], actions.shape[1]
-        gamma, lam = self.cfg.discount, self.uncertainty_coef
-        z = z0.expand(N, -1)
-        zs = [z]
+    def warmup(self, obs: dict[str, torch.Tensor]) -> float:
+        """Plan on `obs` until the plan is compiled (once without compile) and return the seconds it
+        took. The generator, the warm-start mean and last_plan_info are restored afterwards, so
+        warming up does not change later plans."""
+        rng, prev, info = self.generator.get_state(), self._prev_mean, self.last_plan_info
+        # Dynamo compiles on the first call; CUDA graphs record on a later one.
+        calls = 1 if not self.cfg.compile else 3 if self.device.type == "cuda" else 2
+        start = time.perf_counter()
+        try:
+            for i in range(calls):
+                self.plan(obs, first_step=i == 0)
+        finally:
+            self.generator.set_state(rng)
+            self._prev_mean, self.last_plan_info = prev, info
+        return time.perf_counter() - start
+
+    def draw(self) -> Draws:
+        """The random numbers of the next plan, from two generator calls."""
+        cfg, A = self.cfg, self.action_dim
+        it, H, N, P = cfg.iterations, cfg.horizon, cfg.num_samples, cfg.num_pi_trajs
+        E = self._model.num_q
+        sizes = (it * H * N * A, H * P * A, it * (N + P) * A, A)
+        normal = torch.randn(sum(sizes), generator=self.generator, device=self.device).split(sizes)
+        uniform = torch.rand(it * E + 1, generator=self.generator, device=self.device)
+        pairs = uniform[: it * E].view(it, E).argsort(-1)[:, :2]  # a random pair of distinct members
+        return Draws(
+            normal[0].view(it, H, N, A), normal[1].view(H, P, A), normal[2].view(it, N + P, A),
+            pairs, uniform[it * E :], normal[3],
+        )  # fmt: skip
+
+    def _plan_core(
+        self, z0: torch.Tensor, mean: torch.Tensor, draws: Draws
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The whole plan, with no host syncs. z0 (1, L); mean (H, A) float32 warm start.
+        -> action (A,), mean (H, A), std (H, A), [predicted return, uncertainty] of the chosen elite.
+        The two compiled pieces (proposals, one iteration) keep the compile time at a sixth of a
+        whole-plan graph's, for the cost of a few Python calls per plan."""
+        pi_actions = self._propose(z0, draws.policy)  # (H, P, A)
+        std = torch.full_like(mean, self.cfg.max_std)
+        for i in range(self.cfg.iterations):
+            mean, std, elite = self._iterate(
+                z0, mean, std, pi_actions, draws.samples[i], draws.pairs[i], draws.terminal[i]
+            )
+        # Select the first action of an elite drawn by score (inverse CDF: no host sync)
+        w, elite_returns, elite_actions, elite_uncertainty = elite
+        c = torch.searchsorted(w.cumsum(0), draws.choice * w.sum()).clamp(max=len(w) - 1)  # (1,)
+        action = elite_actions[0].index_select(0, c)[0]  # (A,)
+        info = torch.cat([elite_returns.index_select(0, c), elite_uncertainty.index_select(0, c)])
+        return action, mean, std, info
+
+    def _propose_impl(self, z0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Policy proposals: pi rolled out from z0 with clipped min_std noise. (H, P, A) -> (H, P, A)."""
+        H, P = noise.shape[:2]
+        actions = []
+        z = z0.expand(P, -1)
+        for t in range(H if P > 0 else 0):
+            actions.append(self._policy_sample(z, noise[t]))  # (P, A)
+            if t < H - 1:
+                a = actions[-1].to(self.dtype)
+                z = self._model.next(z, a) if self._fused is None else self._fused.step(z, a, with_q=False)[0]
+        return torch.stack(actions) if actions else noise
+
+    def _iterate_impl(
+        self,
+        z0: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        pi_actions: torch.Tensor,
+        noise: torch.Tensor,
+        pair: torch.Tensor,
+        terminal_noise: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One MPPI iteration. mean, std (H, A); pi_actions (H, P, A); noise (H, N, A).
+        -> new mean, new std, (elite weights (K,), returns (K,), actions (H, K, A), uncertainty (K,))."""
+        cfg = self.cfg
+        # Sample actions
+        actions = (mean[:, None] + std[:, None] * noise).clamp(-1, 1)  # (H, N, A)
+        actions = torch.cat([actions, pi_actions], 1)  # (H, N+P, A)
+        returns, uncertainty = self.score(z0, actions, pair, terminal_noise)
+        returns = returns.nan_to_num(0.0)  # as the official planner: a NaN return counts as 0
+
+        # Compute elites
+        elite_returns, idx = torch.topk(returns, cfg.num_elites)  # (K,)
+        elite_actions = actions[:, idx]  # (H, K, A)
+
+        # Update the sampling distribution
+        w = torch.softmax(cfg.temperature * elite_returns, 0)  # (K,) = exp(T (G - max G)) / sum
+        new_mean = torch.einsum("k,hka->ha", w, elite_actions)
+        var = torch.einsum("k,hka->ha", w, (elite_actions - new_mean[:, None]) ** 2)
+        std = var.sqrt().clamp(cfg.min_std, cfg.max_std)
+        mean = cfg.momentum * mean + (1 - cfg.momentum) * new_mean
+        return mean, std, (w, elite_returns, elite_actions, uncertainty[idx])
+
+    def _policy_sample(self, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """pi(z) plus min_std noise clipped to +-0.3, clamped to [-1, 1]: (M, A) float32."""
+        mu = self._model.pi(z).float()
+        return (mu + (self.cfg.min_std * noise).clamp(-POLICY_NOISE_CLIP, POLICY_NOISE_CLIP)).clamp(-1, 1)
+
+    def _fused_next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self._fused.step(z, a.to(self.dtype), with_q=False)[0]
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def score(
+        self, z0: torch.Tensor, actions: torch.Tensor, pair: torch.Tensor, terminal_noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns G and uncertainty (mean over scored steps of the Q-ensemble std) of each sequence.
+        z0 (1, L); actions (H, M, A) float32; pair (2,) minQ members; terminal_noise (M, A).
+        -> (M,), (M,) float32. Uses the stacked heads when available."""
+        if self._fused is None:
+            return self._score_plain(z0, actions, pair, terminal_noise)
+        return self._score_fused(z0, actions, pair, terminal_noise)
+
+    def estimate_returns(
+        self,
+        z0: torch.Tensor,
+        actions: torch.Tensor,
+        pair: torch.Tensor,
+        terminal_noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """G of each sequence, (M,) float32; terminal_noise None scores the noise-free pi(z_H)."""
+        if terminal_noise is None:
+            terminal_noise = torch.zeros(actions.shape[1], self.action_dim, device=actions.device)
+        return self.score(z0, actions.float(), pair, terminal_noise)[0]
+
+    def _combine(
+        self, rewards: torch.Tensor, q_steps: torch.Tensor | None, q_term: torch.Tensor, pair: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """rewards (H, M); q_steps (E, H, M) or None (lambda = 0); q_term (E, M) -> G (M,), u (M,)."""
+        H, lam = rewards.shape[0], self.uncertainty_coef
+        disc = self.cfg.discount ** torch.arange(H + 1, device=rewards.device, dtype=torch.float32)
+        terms = torch.cat([rewards, q_term[pair].min(0).values[None]])  # (H+1, M)
+        q = q_term[:, None] if q_steps is None else torch.cat([q_steps, q_term[:, None]], 1)  # (E, T, M)
+        # unbiased std as torch.std, written out two-pass: inductor's fused std can go NaN (sqrt of a
+        # rounding-negative variance) where the members agree exactly, e.g. a freshly initialised model
+        u = (q - q.mean(0)).square().sum(0).div(q.shape[0] - 1).sqrt()  # (1 | H+1, M)
+        if q_steps is not None:
+            terms = terms - lam * u
+        return disc @ terms, u.mean(0)
+
+    def _score_plain(
+        self, z0: torch.Tensor, actions: torch.Tensor, pair: torch.Tensor, terminal_noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        m, H, M = self._model, actions.shape[0], actions.shape[1]
+        a = actions.to(self.dtype)
+        zs = [z0.expand(M, -1)]
         for t in range(H):
-            z = m.next(z, actions[t])
-            zs.append(z)
-        latents = torch.stack(zs)  # (H+1, N, L)
-        rewards = m.reward(latents[:-1], actions).float()  # (H, N, 1)
-        terminal_action = m.pi(latents[-1])  # (N, A)
-        disc = gamma ** torch.arange(H + 1, device=self.device, dtype=torch.float32)  # (H+1,)
-        if lam > 0:
-            # All H+1 Q-ensemble evaluations in one batched call: (E, H+1, N, 1)
-            q = m.q_all(latents, torch.cat([actions, terminal_action[None]])).float()
-            penalised = torch.cat([rewards, q[pair, -1].min(0).values[None]]) - lam * q.std(0)  # (H+1, N, 1)
-        else:
-            q_term = m.q_all(latents[-1], terminal_action).float()  # (E, N, 1)
-            penalised = torch.cat([rewards, q_term[pair].min(0).values[None]])
-        return torch.einsum("t,tn->n", disc, penalised[..., 0])
+            zs.append(m.next(zs[-1], a[t]))
+        latents = torch.stack(zs)  # (H+1, M, L)
+        rewards = m.reward(latents[:-1], a).float()[..., 0]  # (H, M)
+        a_term = self._policy_sample(latents[-1], terminal_noise).to(self.dtype)  # (M, A)
+        if self.uncertainty_coef > 0:
+            q = m.q_all(latents, torch.cat([a, a_term[None]])).float()[..., 0]  # (E, H+1, M)
+            return self._combine(rewards, q[:, :-1], q[:, -1], pair)
+        return self._combine(rewards, None, m.q_all(latents[-1], a_term).float()[..., 0], pair)
+
+    def _score_fused(
+        self, z0: torch.Tensor, actions: torch.Tensor, pair: torch.Tensor, terminal_noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        f, H, M = self._fused, actions.shape[0], actions.shape[1]
+        with_q = self.uncertainty_coef > 0
+        a = actions.to(self.dtype)
+        z, heads = z0.expand(M, -1), []
+        for t in range(H):
+            z, out = f.step(z, a[t], with_q)  # out: (1 [+ E], M, 1) = [R, Q_1..Q_E] at (z_t, a_t)
+            heads.append(out[..., 0])
+        heads = torch.stack(heads, 1).float()  # (1 [+ E], H, M)
+        a_term = self._policy_sample(z, terminal_noise).to(self.dtype)
+        q_term = f.q_all(z, a_term).float()[..., 0]  # (E, M)
+        return self._combine(heads[0], heads[1:] if with_q else None, q_term, pair)
+
+
+def _same_layout(a: nn.Module, b: nn.Module) -> bool:
+    """Same module type and the same parameter/buffer names and shapes."""
+    if type(a) is not type(b):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
 
 
 def plan_flops(cfg: FOWMConfig, obs_spec: ObservationSpec, action_dim: int = 4) -> float:
@@ -183,7 +450,9 @@ def plan_flops(cfg: FOWMConfig, obs_spec: ObservationSpec, action_dim: int = 4) 
     q = E * 2.0 * ((L + A) * D + D * D + D)
     q_evals = H + 1 if pc.uncertainty_coef > 0 and cfg.mode == "fowm" else 1
     per_traj = H * (dyn + rew) + q_evals * q + pol  # one scored sequence
-    total = pc.iterations * pc.num_samples * per_traj + pc.num_pi_trajs * (per_traj + H * pol)
+    # every iteration scores the N samples and the P policy proposals; the proposals' rollout is once
+    total = pc.iterations * (pc.num_samples + pc.num_pi_trajs) * per_traj
+    total += pc.num_pi_trajs * (H * pol + (H - 1) * dyn)
     total += _encoder_flops(cfg, obs_spec)  # encoding z0
     return total
 
