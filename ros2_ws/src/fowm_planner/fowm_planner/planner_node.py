@@ -167,6 +167,7 @@ class PlannerNode(Node):
             self._settle_timer = self.create_timer(
                 max(cfg.lockstep_settle, 1e-3), self._on_settled, clock=steady, autostart=False
             )
+            self._decide_guard = self.create_guard_condition(self._on_decide)
             self._lead_timer = self.create_timer(
                 GRIPPER_LEAD_S, self._send_pending, clock=steady, autostart=False
             )
@@ -253,6 +254,11 @@ class PlannerNode(Node):
 
     def _on_settled(self) -> None:
         self._settle_timer.cancel()
+        # The executor runs ready timers before ready subscriptions, and guard conditions after
+        # both: deciding from a guard lets an episode event that is already here land first.
+        self._decide_guard.trigger()
+
+    def _on_decide(self) -> None:
         stamp = self._ready_lockstep_stamp()
         if stamp is not None:
             self._last_decided_stamp = stamp
