@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set up, then run the main job in the MuJoCo sim"
 	@echo "make test   - set up, lint, then run the whole test suite"
-	@echo "make bench  - set up, then run the benchmarks (writes bench-results/)"
+	@echo "make bench  - set up, then run the benchmarks, one torch thread each (writes bench-results/)"
 	@echo "make lint   - ruff"
 	@echo "make setup  - create .venv with every pinned dependency (idempotent)"
 
@@ -32,8 +32,10 @@ test: setup lint
 lint: setup
 	@$(VENV)/bin/ruff check .
 
+# One torch thread per benchmark process unless asked (make bench BENCH_THREADS=2); BENCH_ARGS=--quick, --no-peer
+BENCH_THREADS ?= 1
 bench: setup
-	@$(PY) benchmarks/run_all.py
+	@$(PY) benchmarks/run_all.py --threads $(BENCH_THREADS) $(BENCH_ARGS)
 
 # Re-pin constraints.txt from the current environment after changing requirements.txt.
 lock: setup

@@ -1,11 +1,13 @@
 """Benchmark of fowm_core on this machine: matmul peak, plan latency, training throughput.
 
-    python benchmarks/bench_core.py [--quick] [--out bench-results]
+    python benchmarks/bench_core.py [--quick] [--threads 1] [--out bench-results]
 
 Writes <out>/core.json and <out>/core.md. Not a test: numbers depend on the machine and its load.
 Plan latency is reported next to plan_flops and the achieved GFLOP/s as a fraction of the
 matmul peak of the same dtype and device measured in the same run, so ratios stay meaningful
-on a noisy shared machine.
+on a noisy shared machine. One torch thread unless --threads says otherwise: a planner shares its
+CPU with other processes, and two OpenMP threads on a 2-core machine with one busy neighbour are
+several times slower than one. The realtime plan is also timed next to a CPU-bound neighbour process.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +69,24 @@ def percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def bench_plan(preset: str, dtype: str, device: str, plans: int, matmul_n: int) -> dict[str, Any]:
+@contextmanager
+def cpu_bound_neighbour() -> Iterator[None]:
+    """Another process spinning on a core for the duration (as a trainer or a driver would)."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def bench_plan(
+    preset: str, dtype: str, device: str, plans: int, matmul_n: int, compiled: bool, neighbour: bool = False
+) -> dict[str, Any]:
     """Plan latency of `preset` in `dtype`; the matmul peak it is compared with is measured right
     before and right after (best of both), since other load on a shared machine drifts."""
-    cfg = load_config(preset, {"planner": {"dtype": dtype}, "device": device})
+    cfg = load_config(preset, {"planner": {"dtype": dtype, "compile": compiled}, "device": device})
     agent = FOWMAgent(cfg, RGB_STATE, ACTION_DIM)
     rng = np.random.default_rng(0)
     obs = {
@@ -75,15 +94,18 @@ def bench_plan(preset: str, dtype: str, device: str, plans: int, matmul_n: int) 
         "state": rng.standard_normal(8).astype(np.float32),
     }
     agent.act(obs, first_step=True, explore=False)  # builds the planner's model copy
+    warmup_s = agent.planner.warmup({k: torch.as_tensor(v).to(device) for k, v in obs.items()})
     torch_dtype = getattr(torch, dtype)
     peak = matmul_gflops(torch_dtype, device, matmul_n, repeats=3)
-    times = timed(lambda: agent.act(obs, first_step=False, explore=False), plans, warmup=2, device=device)
+    with cpu_bound_neighbour() if neighbour else nullcontext():
+        times = timed(lambda: agent.act(obs, first_step=False, explore=False), plans, warmup=2, device=device)
     peak = max(peak, matmul_gflops(torch_dtype, device, matmul_n, repeats=3))
     flops = plan_flops(cfg, RGB_STATE, ACTION_DIM)
     p50 = statistics.median(times)
     achieved = flops / p50 / 1e9
     return {
-        "preset": preset, "dtype": dtype, "device": device, "plans": plans,
+        "preset": preset, "dtype": dtype, "device": device, "compiled": compiled, "neighbour": neighbour,
+        "plans": plans, "warmup_s": warmup_s,
         "p50_ms": 1e3 * p50, "p99_ms": 1e3 * percentile(times, 99), "plan_gflop": flops / 1e9,
         "achieved_gflops": achieved, "matmul_peak_gflops": peak, "fraction_of_peak": achieved / peak,
     }  # fmt: skip
@@ -110,6 +132,7 @@ def bench_updates(preset: str, spec_name: str, device: str, updates: int) -> dic
     agent = FOWMAgent(cfg, spec, ACTION_DIM)
     buf = synthetic_buffer(spec, cfg.optim.horizon)
     rng = np.random.default_rng(0)
+
     # Sampling is timed together with the update: it is part of the training loop's cost.
     def step() -> None:
         agent.update(buf.sample(cfg.optim.batch_size, rng))
@@ -136,20 +159,28 @@ def to_markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {dev} | {dt} | {v:.0f} |")
     lines += [
         "",
-        "Plan latency (one `agent.act`, rgb 84x84 + state, 4-D action); the matmul peak of each row is",
-        "re-measured right before and after it (best of both):",
+        "Plan latency (one `agent.act`, rgb 84x84 + state, 4-D action; compiled rows after `warmup`);",
+        "the matmul peak of each row is re-measured right before and after it (best of both).",
+        "'+ neighbour': another process spins on a core meanwhile.",
         "",
-        "| preset | device | dtype | p50 ms | p99 ms | plan GFLOP | GFLOP/s | matmul peak | fraction |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| preset | device | dtype | compiled | p50 ms | p99 ms | plan GFLOP | GFLOP/s | matmul peak "
+        "| fraction | warmup s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["plan"]:
+        comp = ("yes" if r["compiled"] else "no") + (" + neighbour" if r["neighbour"] else "")
         lines.append(
-            f"| {r['preset']} | {r['device']} | {r['dtype']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-            f"{r['plan_gflop']:.1f} | {r['achieved_gflops']:.0f} | {r['matmul_peak_gflops']:.0f} | "
-            f"{r['fraction_of_peak']:.2f} |"
+            f"| {r['preset']} | {r['device']} | {r['dtype']} | {comp} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['plan_gflop']:.1f} | {r['achieved_gflops']:.0f} | "
+            f"{r['matmul_peak_gflops']:.0f} | {r['fraction_of_peak']:.2f} | {r['warmup_s']:.1f} |"
         )
-    lines += ["", "Training throughput (sampling + one update):", "",
-              "| preset | obs | device | batch | updates/s | sample ms |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Training throughput (sampling + one update):",
+        "",
+        "| preset | obs | device | batch | updates/s | sample ms |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in res["updates"]:
         lines.append(
             f"| {r['preset']} | {r['obs']} | {r['device']} | {r['batch_size']} | "
@@ -162,11 +193,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute on 2 cores)")
     parser.add_argument("--out", default="bench-results", help="output folder for core.json and core.md")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--no-updates", action="store_true", help="plans only (bench_update.py times updates)"
+    )
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    plans, updates, mm_reps, n = (3, 2, 3, 1024) if args.quick else (20, 8, 10, 2048)
+    plans, updates, mm_reps, n = (5, 2, 3, 1024) if args.quick else (40, 8, 10, 2048)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     res: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
@@ -180,13 +214,19 @@ def main() -> None:
             res["matmul_gflops"][f"{dev}/{dt}"] = g = matmul_gflops(getattr(torch, dt), dev, n, mm_reps)
             print(f"matmul {dev} {dt}: {g:.0f} GFLOP/s", flush=True)
     for dev in devices:
-        for preset in ("realtime-cpu", "paper"):
-            for dt in ("float32", "bfloat16"):
-                r = bench_plan(preset, dt, dev, plans, n)
-                res["plan"].append(r)
-                frac = r["fraction_of_peak"]
-                print(f"plan {preset} {dev} {dt}: p50 {r['p50_ms']:.1f} ms, {frac:.2f} of peak", flush=True)
-        for preset in ("realtime-cpu", "paper"):
+        rows = [(p, dt, c, False) for p in ("realtime-cpu", "paper") for dt in ("float32", "bfloat16")
+                for c in (False, True)]  # fmt: skip
+        rows.append(("realtime-cpu", "bfloat16", True, True))  # the planner node's setting, disturbed
+        for preset, dt, compiled, neighbour in rows:
+            reps = plans if preset != "paper" else max(3, plans // 4)  # paper plans are 10-50x longer
+            r = bench_plan(preset, dt, dev, reps, n, compiled, neighbour)
+            res["plan"].append(r)
+            print(
+                f"plan {preset} {dev} {dt} compiled={compiled} neighbour={neighbour}: "
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['fraction_of_peak']:.2f} of peak",
+                flush=True,
+            )
+        for preset in () if args.no_updates else ("realtime-cpu", "paper"):
             for spec_name in ("state", "rgb+state"):
                 r = bench_updates(preset, spec_name, dev, updates)
                 res["updates"].append(r)

@@ -4,7 +4,12 @@ Benchmarks are not tests: they measure, they do not assert. Each reports its fig
 reference measured in the same run (e.g. planner GFLOP/s as a fraction of this machine's matmul
 peak), because absolute numbers on small shared machines move by 2x with the load.
 
-    python benchmarks/run_all.py [--quick] [--threads N]
+    python benchmarks/run_all.py [--quick] [--threads N] [--no-peer]
+
+Every torch process gets one thread unless --threads says otherwise (the planner's situation: one
+core of a small machine, next to other processes). bench_update.py (updates/s) and
+bench_planner_node.py (the planner node over DDS) run when present; bench_peer.py times LeRobot's
+TD-MPC next to ours in its own virtual environment, and skips itself when that cannot be built.
 """
 
 from __future__ import annotations
@@ -20,14 +25,26 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
-    p.add_argument("--threads", type=int, default=0, help="torch threads for bench_core (0: torch's default)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (0: torch's default)")
+    p.add_argument("--no-peer", action="store_true", help="skip the LeRobot peer benchmark")
     p.add_argument("--out", default="bench-results")
     a = p.parse_args()
+    quick = ["--quick"] if a.quick else []
+    threads = ["--threads", str(a.threads)]
+    update = HERE / "bench_update.py"
     runs = [
-        [sys.executable, str(HERE / "bench_core.py"), "--out", a.out, "--threads", str(a.threads)]
-        + (["--quick"] if a.quick else []),
+        # plans only when bench_update.py times the updates
+        [sys.executable, str(HERE / "bench_core.py"), "--out", a.out, *threads, *quick]
+        + (["--no-updates"] if update.exists() else []),
         [sys.executable, str(HERE / "bench_sim.py")],  # writes bench-results/sim.{json,md}
     ]
+    if update.exists():
+        runs.append([sys.executable, str(update), "--out", a.out, *threads, *quick])
+    if (HERE / "bench_planner_node.py").exists():
+        runs.append([sys.executable, str(HERE / "bench_planner_node.py"), "--out", a.out]
+                    + (["--seconds", "10"] if a.quick else []))  # fmt: skip
+    if not a.no_peer:
+        runs.append([sys.executable, str(HERE / "bench_peer.py"), "--out", a.out, *threads, *quick])
     failed = 0
     for cmd in runs:
         print("$", " ".join(Path(c).name if c.endswith(".py") else c for c in cmd), flush=True)
