@@ -432,6 +432,16 @@ def test_signed_weight_updates_and_estop(ros_node, ros_processes, tmp_path):
     _wait_motion(ros_node, listener, time.monotonic(), ros_processes, 20)
     assert spin_until(ros_node, lambda: listener.diagnostics.get("model_version") == "9", 10)
 
+    # Without an e-stop, ~/stop commands nothing at all until ~/start; ~/reset starts an episode.
+    _trigger(ros_node, "stop")
+    spin_until(ros_node, lambda: False, 2 * PERIOD)  # a command already in flight may still land
+    t_stopped = time.monotonic()
+    spin_until(ros_node, lambda: False, 5 * PERIOD)
+    assert not [c for c in listener.commands if c.t > t_stopped], "commanded while stopped"
+    assert "commanding" in _trigger(ros_node, "start")
+    assert "episode start" in _trigger(ros_node, "reset")
+    _wait_motion(ros_node, listener, time.monotonic(), ros_processes, 20)
+
 
 # -- same behaviour through ROS as in process --------------------------------------------------------
 
