@@ -17,6 +17,7 @@ import sys
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+import torch
 
 from fowm_core.metrics import read_jsonl
 from fowm_core.weights import load_weights
@@ -108,3 +109,51 @@ def test_sim_state_observation_holds_positions_and_the_differences_rewards_depen
         assert obs["state"][0] > tcp[0] + 0.02  # it follows the sim: the TCP moved +x
     finally:
         env.close()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """In-process training: two OpenMP threads on a loaded 2-core machine crawl (see fowm_core README)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("mode", ["tdmpc", "fowm"])
+def test_policy_prior_stays_alive_when_pretrained_on_sim_push_data(mode, one_torch_thread):
+    """The policy must not die at the action bounds: an earlier tdmpc baseline drove its tanh policy
+    into the corner within ~150 updates on this data and its gradient was exactly 0 from then on
+    (tanh'(x) = 1 - tanh(x)^2 rounds to 0 once tanh rounds to 1, after 3 pre-activation units in
+    bf16). Offline TD-MPC may sit at a bound (it maximises a Q that extrapolates), but it must keep
+    a gradient to come back with."""
+    from fowm_bringup.demo import ObservationFilter
+    from fowm_core.agent import FOWMAgent
+    from fowm_core.buffer import EpisodeBuffer
+    from fowm_core.config import load_config
+    from fowm_core.training import collect_episode, pretrain_offline
+    from fowm_sim.collect import PRESETS
+    from fowm_sim.config import SimConfig
+    from fowm_sim.env import XArmTaskEnv
+    from fowm_sim.experts import scripted_expert
+
+    sim = XArmTaskEnv("push", SimConfig(task="push", obs_from_full_frame=False))
+    env = ObservationFilter(sim, "sim-state")
+    expert, rng = scripted_expert("push"), np.random.default_rng(0)
+    buf = EpisodeBuffer(env.spec(), 4, 21 * 26, 5)
+    for i in range(20):
+        noisy_expert = lambda _o, _f: expert(sim, rng, PRESETS["medium"]["push"][0])  # noqa: E731
+        buf.add(collect_episode(None, env, False, seed=i, policy=noisy_expert))
+    sim.close()
+    agent = FOWMAgent(load_config("realtime-cpu", {"mode": mode}), env.spec(), 4)
+    probe = buf.sample(256, np.random.default_rng(1)).obs["state"][0]
+    dead_at = []
+    for chunk in range(6):  # 300 updates; the earlier baseline was dead from ~150 on
+        rows = pretrain_offline(agent, buf, 50, progress=False, rng=np.random.default_rng(chunk))
+        with torch.no_grad():
+            a = agent.model.pi(agent.model.encode({"state": probe}))
+        at_bound = float((a.abs() > 0.99).float().mean())
+        grad = max(r["pi_grad_norm"] for r in rows[-10:])
+        if at_bound > 0.5 and grad < 1e-8:
+            dead_at.append((agent.num_updates, at_bound, grad))
+    assert not dead_at, f"{mode}: policy at the bounds with no gradient (updates, share, grad): {dead_at}"

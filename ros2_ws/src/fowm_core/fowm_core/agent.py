@@ -207,10 +207,13 @@ class FOWMAgent:
         Unlike the official code, latents past an episode's end are masked here too: in our buffer
         they are padding, not the next episode's data."""
         cfg, m = self.cfg.optim, self.model
+        latents = latents.float()
         w = time_weights(ended, cfg.rho)  # (H, B, 1)
         m.qs.requires_grad_(False)  # the policy loss must not leave gradients in the Qs
         try:
-            with self._autocast():
+            # float32 even when the model step autocasts: in bfloat16 the policy's tanh rounds to +-1 at
+            # |x| > 3, and its outputs near the bounds lose the resolution the losses need.
+            with torch.autocast(self.device.type, enabled=False):
                 if self.cfg.mode == "fowm":
                     zd = latents[:-1]
                     with torch.no_grad():

@@ -18,10 +18,31 @@ from fowm_core.specs import RGB_KEY, STATE_KEY, ObservationSpec
 # sigmoid: the same functions up to float rounding (max abs error ~1e-6).
 
 
+class _TanhExactGrad(torch.autograd.Function):
+    """tanh whose derivative is computed as 4 sigmoid(2x) sigmoid(-2x) instead of 1 - tanh(x)^2.
+
+    The usual form cancels to exactly 0 once tanh(x) rounds to 1 (|x| > 9 in float32, > 3 in
+    bfloat16), so a policy pushed to an action bound stops receiving gradients for good: the TD-MPC
+    baseline's policy died at the action corner that way. This form stays positive up to |x| ~ 44
+    (float32), and Adam, which normalises step sizes, can still move it back."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.tanh(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        x2 = 2.0 * x.float()
+        return (grad * 4.0 * torch.sigmoid(x2) * torch.sigmoid(-x2)).to(grad.dtype)
+
+
 def fast_tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x) = 2 sigmoid(2x) - 1."""
+    """tanh(x) = 2 sigmoid(2x) - 1 without autograd; with autograd, tanh with a derivative that does not
+    vanish at the bounds (`_TanhExactGrad`)."""
     if torch.is_grad_enabled():
-        return 2.0 * torch.sigmoid(2.0 * x) - 1.0
+        return _TanhExactGrad.apply(x)
     return torch.sigmoid(2.0 * x).mul_(2.0).sub_(1.0)
 
 
