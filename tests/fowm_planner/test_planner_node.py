@@ -208,6 +208,16 @@ def test_realtime_rate_limits_and_watchdog(ros_node, ros_processes):
     # Good data is not held (a hold or two if this test process stalls past the stale limit).
     assert sum(c.held for c in window) <= 2, "good data was held"
     assert listener.time_from_start_ns == {round(PERIOD * 1e9)}
+    diag = listener.diagnostics
+    for key in (
+        "plan_latency_p50_ms",
+        "plan_latency_p99_ms",
+        "period_jitter_p99_ms",
+        "predicted_return",
+        "uncertainty",
+    ):
+        assert np.isfinite(float(diag[key])), (key, diag)
+    assert (diag["watchdog"], diag["estop"], diag["running"]) == ("ok", "false", "true")
 
     # Limits: every command so far, with its gripper command, satisfies the safety layer.
     mapper = PlannerNodeConfig().action_mapper()

@@ -88,16 +88,15 @@ def value_estimate(agent: FOWMAgent, obs: dict[str, np.ndarray], action: np.ndar
 
 
 def plan_info(agent: FOWMAgent) -> dict[str, float]:
-    """The planner's own report of its last plan (predicted return, uncertainty, latency), if any."""
-    return dict(getattr(agent.planner, "last_plan_info", None) or {})
+    """The planner's report of its last plan: predicted return, uncertainty and latency (empty
+    before the first plan)."""
+    return dict(agent.planner.last_plan_info)
 
 
 def warmup(agent: FOWMAgent, obs: dict[str, np.ndarray]) -> float:
     """Compile/warm the planner ahead of the first tick (and after a weight swap); seconds taken.
     The planner's warmup restores its RNG and warm start, so it changes no later plan."""
-    fn = getattr(agent.planner, "warmup", None)  # lands with the planner-speed work
-    if fn is None:
-        return 0.0
+    # act() would hand the planner the model, but it consumes the planner's RNG: do it directly.
     agent.planner.set_model(agent.model)
     agent._planner_stale = False
-    return float(fn(obs_tensors(agent, obs)))
+    return float(agent.planner.warmup(obs_tensors(agent, obs)))
