@@ -68,6 +68,18 @@ def test_round_trip_decodes_every_topic(tmp_path):
     np.testing.assert_array_equal(bag.stamps_ns[topics.REWARD.name], PERIOD_NS * np.arange(1, 6))
 
 
+def test_rosbags_reads_our_bags(tmp_path):
+    from rosbags.rosbag2 import Reader
+
+    path = tmp_path / "ep"
+    _write_episode(path, decisions=3)
+    with Reader(path) as reader:
+        count = reader.message_count
+        assert count == 4 * 3 + 3 * 4 + 2 and reader.duration > 0  # 4 observations, 3 decisions, 2 events
+        decoded = [topics.deserialize(data, conn.msgtype) for conn, _, data in reader.messages()]
+    assert len(decoded) == count
+
+
 def test_independent_mcap_reader_sees_the_rosbag2_layout(tmp_path):
     from mcap.reader import make_reader
 
@@ -229,6 +241,10 @@ def test_a_flipped_byte_in_an_image_is_caught_by_every_crc_checking_reader(tmp_p
     assert err.value.reason == "checksum" and str(path) in str(err.value)
     with open(path / "ep.mcap", "rb") as f, pytest.raises(CRCValidationError):
         list(make_reader(f, validate_crcs=True).iter_messages())
+    from rosbags.rosbag2 import Reader
+
+    with Reader(path) as reader, pytest.raises(Exception, match="checksum"):
+        list(reader.messages())
 
 
 def test_the_content_digest_is_the_bags_identity(tmp_path):

@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
 from fowm_core.buffer import Episode
 from fowm_core.specs import ObservationSpec
 from fowm_trainer.assembler import AssemblerConfig, AssemblyError, EpisodeAssembler
@@ -26,6 +24,7 @@ from fowm_xarm.episode_bag import (
     INTEGRITY_KEY,
     EpisodeBagError,
     list_episode_bags,
+    load_bag_info,
     read_episode_bag,
 )
 from fowm_xarm.kinematics import XArm7Kinematics
@@ -43,7 +42,7 @@ def stored_digest(bag: Path) -> str | None:
     """The content digest a bag's metadata claims (cheap: metadata.yaml only), or None. Only a hint
     for skipping known bags; `read_episode_bag` verifies it."""
     try:
-        info = YAML(typ="safe").load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        info = load_bag_info(bag)
         return json.loads((info.get("custom_data") or {})[INTEGRITY_KEY])["content_sha256"]
     except Exception:  # unreadable metadata: the full read reports it properly
         return None
@@ -85,10 +84,12 @@ class BagIngestor:
         assembler_config: AssemblerConfig | None = None,
         require_checksum: bool = True,
         kinematics: XArm7Kinematics | None = None,
+        verify_digest: bool = True,
     ) -> None:
         self.obs_config = observation_config or ObservationConfig()
         self.assembler_config = assembler_config or AssemblerConfig()
         self.require_checksum = require_checksum
+        self.verify_digest = verify_digest  # False: chunk CRCs only (faster; see read_episode_bag)
         self.kinematics = kinematics or XArm7Kinematics()
         self.ingested: dict[str, str] = {}  # identity -> path it was first ingested from
         self._failed: dict[str, tuple[float, str]] = {}  # path -> (mtime of metadata.yaml, error)
@@ -96,7 +97,12 @@ class BagIngestor:
     def ingest_bag(self, path: str | Path) -> IngestedBag:
         """Read, verify and assemble one bag (does not mark it ingested). Raises EpisodeBagError."""
         path = Path(path)
-        bag = read_episode_bag(path, require_checksum=self.require_checksum, decode_arrays=False)
+        bag = read_episode_bag(
+            path,
+            require_checksum=self.require_checksum,
+            decode_arrays=False,
+            verify_digest=self.verify_digest,
+        )
         present = {topic for topic, _, _ in bag.records}
         missing = [t for t in self.assembler_config.required_topics if t not in present]
         if missing:

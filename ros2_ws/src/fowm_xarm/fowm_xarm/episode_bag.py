@@ -31,6 +31,8 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 import numpy as np
+import yaml
+from mcap.reader import make_reader
 from mcap.writer import CompressionType
 from mcap.writer import Writer as McapWriter
 from rosbags.rosbag2 import Reader
@@ -72,10 +74,10 @@ def _message_hash(topic: str, stamp_ns: int, data: bytes | memoryview) -> bytes:
 
 
 def content_digest(message_hashes: list[tuple[int, int, bytes]]) -> str:
-    """sha256 hex over per-message hashes in (log time, write order), the order every rosbag2 reader
-    yields them in, so the digest does not depend on how messages were split into chunks."""
+    """sha256 hex over the per-message hashes (log time, index, hash) sorted by log time, then hash:
+    independent of chunking and of the order a reader yields messages with equal log times."""
     h = hashlib.sha256()
-    for _, _, mh in sorted(message_hashes, key=lambda x: (x[0], x[1])):
+    for _, _, mh in sorted(message_hashes, key=lambda x: (x[0], x[2])):
         h.update(mh)
     return h.hexdigest()
 
@@ -252,10 +254,10 @@ class EpisodeBagWriter:
 
 
 def _yaml_text(data: Any) -> str:
-    yaml = YAML(typ="safe")
-    yaml.default_flow_style = False
+    writer = YAML(typ="safe")
+    writer.default_flow_style = False
     out = StringIO()
-    yaml.dump(data, out)
+    writer.dump(data, out)
     return out.getvalue()
 
 
@@ -323,13 +325,37 @@ def _check_mcap_file(bag: Path, file: Path) -> None:
         )
 
 
+def load_bag_info(path: Path) -> dict[str, Any]:
+    """The `rosbag2_bagfile_information` of a bag's metadata.yaml (libyaml: ~10x ruamel's speed)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load((path / "metadata.yaml").read_text(), Loader=loader)["rosbag2_bagfile_information"]
+
+
+def _raw_messages(path: Path, files: list[Path]) -> Any:
+    """(topic, msgtype, log time, CDR bytes) in log-time order. MCAP files are read with the `mcap`
+    reader, validating every chunk CRC; other storage (sqlite3) with rosbags' reader."""
+    if not all(f.suffix == ".mcap" for f in files):
+        with Reader(path) as reader:
+            for conn, stamp, data in reader.messages():
+                yield conn.topic, conn.msgtype, stamp, data
+        return
+    for file in files:
+        with open(file, "rb") as f:
+            for schema, channel, message in make_reader(f, validate_crcs=True).iter_messages(
+                log_time_order=True
+            ):
+                yield channel.topic, schema.name, message.log_time, message.data
+
+
 def read_episode_bag(
-    path: str | Path, require_checksum: bool = False, decode_arrays: bool = True
+    path: str | Path, require_checksum: bool = False, decode_arrays: bool = True, verify_digest: bool = True
 ) -> EpisodeBag:
     """Read, verify and decode one episode bag; raises EpisodeBagError naming the bag and the problem.
 
     Verification: chunk CRCs (by the reader), the content digest in the metadata (when present; with
     `require_checksum` a bag without one is refused) and the per-topic message counts. Without
+    `verify_digest` a stored digest is taken as the bag's identity unchecked (the CRCs still catch
+    flipped bits; hashing every byte again costs about as much as reading it). Without
     `decode_arrays` only the messages are decoded (`arrays` stays empty; ingestion needs no more)."""
     path = Path(path)
     if path.parent.name == PARTIAL_DIR:
@@ -339,7 +365,7 @@ def read_episode_bag(
     if not (path / "metadata.yaml").is_file():
         raise EpisodeBagError(f"{path} has no metadata.yaml: not a finished rosbag2 bag", "unfinished")
     try:
-        info = YAML(typ="safe").load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        info = load_bag_info(path)
         custom = info.get("custom_data") or {}
         metadata = json.loads(custom.get(METADATA_KEY, "{}"))
         integrity = json.loads(custom[INTEGRITY_KEY]) if INTEGRITY_KEY in custom else None
@@ -361,15 +387,16 @@ def read_episode_bag(
     messages: dict[str, list[Any]] = {}
     records: list[tuple[str, int, Any]] = []
     hashes: list[tuple[int, int, bytes]] = []
+    hashing = verify_digest or integrity is None or "content_sha256" not in integrity
     try:
-        with Reader(path) as reader:
-            expected = reader.message_count
-            for conn, stamp, data in reader.messages():
-                hashes.append((stamp, len(hashes), _message_hash(conn.topic, stamp, data)))
-                msg = TYPESTORE.deserialize_cdr(data, conn.msgtype)
-                messages.setdefault(conn.topic, []).append(msg)
-                stamps.setdefault(conn.topic, []).append(stamp)
-                records.append((conn.topic, stamp, msg))
+        expected = int(info["message_count"])
+        for topic, msgtype, stamp, data in _raw_messages(path, files):
+            if hashing:
+                hashes.append((stamp, len(hashes), _message_hash(topic, stamp, data)))
+            msg = TYPESTORE.deserialize_cdr(data, msgtype)
+            messages.setdefault(topic, []).append(msg)
+            stamps.setdefault(topic, []).append(stamp)
+            records.append((topic, stamp, msg))
     except EpisodeBagError:
         raise
     except Exception as exc:  # rosbags/mcap raise many types for damaged files; name the bag in one
@@ -384,7 +411,7 @@ def read_episode_bag(
         raise EpisodeBagError(
             f"{path}: truncated bag, metadata says {expected} messages but {got} were read", "truncated"
         )
-    digest = content_digest(hashes)
+    digest = content_digest(hashes) if hashing else str(integrity["content_sha256"])
     if integrity is not None and digest != integrity.get("content_sha256"):
         raise EpisodeBagError(
             f"{path}: content checksum mismatch: metadata says sha256 {integrity.get('content_sha256')}, "
