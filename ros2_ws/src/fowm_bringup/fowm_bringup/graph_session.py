@@ -121,7 +121,7 @@ class GraphMonitor:
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
-        from std_msgs.msg import String
+        from std_msgs.msg import String, UInt8MultiArray
 
         from fowm_xarm import topics
 
@@ -140,6 +140,14 @@ class GraphMonitor:
             DiagnosticArray, "/diagnostics", self._on_diagnostics,
             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
         )  # fmt: skip
+        self.weights: dict[str, bytes] = {}  # sha256 -> blob, the last few seen on the weights topic
+        self.node.create_subscription(
+            UInt8MultiArray,
+            topics.WEIGHTS.name,
+            self._on_weights,
+            topics.rclpy_qos(topics.WEIGHTS.qos),
+            raw=True,
+        )
         self._image_args = (Image, topics.IMAGE.name, self._on_image, topics.rclpy_qos(topics.IMAGE.qos))
         self._image_sub: Any = None
         self._clients: dict[tuple[str, str], Any] = {}
@@ -164,6 +172,15 @@ class GraphMonitor:
             self.events.append(EpisodeEvent.from_json(msg.data))
         except ValueError:
             pass
+
+    def _on_weights(self, raw: bytes) -> None:
+        from fowm_core.weights import weights_sha256
+        from fowm_xarm import topics
+
+        blob = bytes(topics.deserialize(raw, topics.WEIGHTS.msgtype).data)
+        self.weights[weights_sha256(blob)] = blob
+        while len(self.weights) > 3:  # only recent pushes can be the planner's committed weights
+            self.weights.pop(next(iter(self.weights)))
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:

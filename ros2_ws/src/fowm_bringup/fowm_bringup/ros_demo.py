@@ -160,21 +160,21 @@ def planner_parameters(layout: Layout, weights: Path, **extra: Any) -> dict[str,
 
 
 def trainer_parameters(layout: Layout, weights: Path) -> dict[str, Any]:
-    """The trainer node's parameters for the online phase (fowm_trainer.trainer_node's config)."""
+    """The trainer node's parameters (fowm_trainer.trainer_node.TrainerNodeConfig) for this run."""
     return {
-        "preset": str(layout.config),
-        "offline_bags": [str(layout.offline_bags)],
-        "online_bags": str(layout.online_bags),
-        "weights_file": str(weights),
-        "key_file": str(layout.key),
-        "output_dir": str(layout.trainer),
-    }
+        "preset": str(layout.config), "offline_dirs": [str(layout.offline_bags)],
+        "online_dir": str(layout.online_bags), "init_weights": str(weights), "key_file": str(layout.key),
+        "checkpoint": str(layout.trainer / "checkpoint.pt"), "planner_node": f"/{PLANNER}",
+        "push_every": 0, "scan_period": 0.5, "threads": 1,
+    }  # fmt: skip
 
 
 def finetune_online(
     cfg: RosDemoConfig, layout: Layout, monitor: GraphMonitor, weights: Path
 ) -> dict[str, Any]:
     from tqdm import tqdm
+
+    from fowm_core.metrics import MetricsLogger
 
     graph = GRAPHS.get(ONLINE_GRAPH)
     needed = {SIM, PLANNER, TRAINER, RECORDER}
@@ -194,8 +194,11 @@ def finetune_online(
     monitor.events.clear()
     procs = GraphProcesses(graph, overrides, layout.logs / "online")
     started = time.perf_counter()
-    with procs:
-        check = lambda: procs.check_alive(ignore=(TRAINER,) if killed_after is not None else ())  # noqa: E731
+    with procs, MetricsLogger(layout.root / "tensorboard" / "online") as logger:
+
+        def check() -> None:
+            procs.check_alive(ignore=(TRAINER,) if killed_after is not None else ())
+
         bar = tqdm(range(cfg.online_episodes), desc="online episodes", disable=not cfg.progress)
         version = 0
         for i in bar:
@@ -212,41 +215,69 @@ def finetune_online(
                 procs.kill(TRAINER)
                 killed_after = i + 1
                 tqdm.write(f"killed the trainer (SIGKILL) after {killed_after} online episode(s)")
+            # Between episodes (the planner paused at the end): the trainer ingests the bag, trains
+            # and pushes; the planner commits the new version; then the next episode starts on it.
+            # With the trainer gone the robot side goes on at once with the weights it has.
+            t1 = time.perf_counter()
+            if procs.alive(TRAINER) and not wait_for_version(monitor, version, cfg.weights_timeout_s, check):
+                tqdm.write(f"no new weights within {cfg.weights_timeout_s:.0f} s; going on with v{version}")
+            version = int(monitor.get_parameter(PLANNER, "model.version"))
+            row["wait_for_weights_s"] = time.perf_counter() - t1
+            monitor.spin_until(lambda: False, 1.2)  # one more diagnostics period: the trainer's counters
+            row["trainer"] = dict(monitor.diagnostics.get(TRAINER, {})) if procs.alive(TRAINER) else {}
             if i + 1 < cfg.online_episodes:
-                t1 = time.perf_counter()
-                if procs.alive(TRAINER):
-                    # Between episodes: the trainer ingests the bag, trains and pushes; the planner
-                    # commits the new version. Then the next episode starts on it.
-                    moved = wait_for_version(monitor, version, cfg.weights_timeout_s, check)
-                    if not moved:
-                        tqdm.write(
-                            f"no new weights within {cfg.weights_timeout_s:.0f} s; going on with v{version}"
-                        )
-                version = int(monitor.get_parameter(PLANNER, "model.version"))
-                row["wait_for_weights_s"] = time.perf_counter() - t1
                 monitor.trigger(f"/{PLANNER}/start")
-            row["trainer"] = dict(monitor.diagnostics.get(TRAINER, {}))
             episodes.append(row)
+            scalars = {"return": row["episode_return"], "success": float(row["success"]),
+                       "model_version": float(row["model_version"]),
+                       "trainer_updates": float(row["trainer"].get("updates", "nan"))}  # fmt: skip
+            logger.log(i, scalars, prefix="online/")
             bar.set_postfix(ret=f"{row['episode_return']:.2f}", success=int(row["success"]), version=version)
-        final_version = int(monitor.get_parameter(PLANNER, "model.version"))
+        final_version = version
         planner_diag = dict(monitor.diagnostics.get(PLANNER, {}))
-        # The last episode's bag: wait for the trainer to commit it too, so the final weights saw
-        # every online episode (skipped when the trainer is gone).
-        if procs.alive(TRAINER):
-            wait_for_version(monitor, version, cfg.weights_timeout_s, check)
-            final_version = int(monitor.get_parameter(PLANNER, "model.version"))
-        trainer_diag = dict(monitor.diagnostics.get(TRAINER, {}))
-    final_weights = latest_trainer_weights(layout.trainer)
+        trainer_diag = episodes[-1]["trainer"] if episodes else {}
+        final_sha = str(monitor.get_parameter(PLANNER, "model.sha256"))
+        # The planner's final weights: the blob it committed last, as it came over /fowm/weights.
+        final_weights = None
+        if final_version > 0:
+            monitor.spin_until(lambda: final_sha in monitor.weights, 30.0)
+            if final_sha in monitor.weights:
+                final_weights = layout.trainer / f"weights_v{final_version}.safetensors"
+                final_weights.parent.mkdir(parents=True, exist_ok=True)
+                final_weights.write_bytes(monitor.weights[final_sha])
     return dict(
         episodes=episodes,
         final_model_version=final_version,
+        final_model_sha256=final_sha,
         planner_diagnostics=planner_diag,
         trainer_diagnostics=trainer_diag,
         trainer_killed_after=killed_after,
         episodes_after_kill=(cfg.online_episodes - killed_after) if killed_after is not None else 0,
         online_bags=sorted(p.name for p in layout.online_bags.glob("episode_*")),
+        ingestion=ingestion_ledger(layout),
         final_weights=str(final_weights) if final_weights else None,
         wall_s=time.perf_counter() - started,
+    )
+
+
+def ingestion_ledger(layout: Layout) -> dict[str, Any]:
+    """Which online bags the trainer's last checkpoint says it ingested (content identities), next
+    to the bags the recorder wrote: each should be there exactly once."""
+    from fowm_trainer.ingest import stored_digest
+
+    ckpt = layout.trainer / "checkpoint.pt"
+    if not ckpt.exists():
+        return dict(checkpoint=None)
+    from fowm_trainer.online import checkpoint_extra
+
+    ingested = list(checkpoint_extra(ckpt)["ingested"])
+    bags = {p.name: stored_digest(p) for p in sorted(layout.online_bags.glob("episode_*"))}
+    return dict(
+        checkpoint=str(ckpt),
+        ingested=len(ingested),
+        distinct=len(set(ingested)),
+        bags=len(bags),
+        bags_ingested_once={name: ingested.count(d) == 1 for name, d in bags.items()},
     )
 
 
@@ -258,12 +289,6 @@ def wait_for_version(monitor: GraphMonitor, above: int, timeout_s: float, check:
             return False
         monitor.spin_until(lambda: False, 0.5, check)
     return True
-
-
-def latest_trainer_weights(trainer_dir: Path) -> Path | None:
-    """The newest weights file the trainer wrote (its final or last pushed weights)."""
-    found = sorted(trainer_dir.rglob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
 
 
 # -- stage 4: evaluation through the planner graph -------------------------------------------------
