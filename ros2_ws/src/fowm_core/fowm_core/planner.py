@@ -139,24 +139,30 @@ class FusedHeads(nn.Module):
         """One rollout step of M rows: z (M, L), a (M, A) -> z' (M, L), [R, Q_1..Q_E] (1 [+ E], M, 1)."""
         G, D = (2 + self.num_q if with_q else 2), self.hidden
         x = torch.cat([z, a], -1).expand(G, -1, -1)  # (G, M, L+A): every group reads the same (z, a)
+        # Biases are added in the fused elementwise kernels (a matmul's bias would be a copy), and the
+        # MLP and Q groups go through separate kernels and matmuls: an activation that switches
+        # between Mish and Tanh by group would not vectorise.
         h = torch.bmm(x, self.w1[:G]) + self.b1[:G]  # (G, M, D): the one first-layer matmul
-        # (biases are added in the fused elementwise kernels, not by the matmul: that would copy)
-        h = torch.addcmul(self.ln1_b[:G], F.layer_norm(h, (D,)), self.ln1_w[:G])
-        h = torch.cat([_mish(h[:2]), fast_tanh(h[2:])]) if with_q else _mish(h)
-        h = torch.bmm(h, self.w2[:G]) + self.b2[:G]  # (G, M, D)
-        mlp = _mish(torch.addcmul(self.ln2_b, F.layer_norm(h[:2], h.shape[-1:]), self.ln2_w))  # (2, M, D)
+        mlp = _mish(torch.addcmul(self.ln1_b[:2], F.layer_norm(h[:2], (D,)), self.ln1_w[:2]))
+        mlp = torch.bmm(mlp, self.w2[:2]) + self.b2[:2]
+        mlp = _mish(torch.addcmul(self.ln2_b, F.layer_norm(mlp, (D,)), self.ln2_w))  # (2, M, D)
         z = mlp[0] @ self.w3_dyn + self.b3_dyn  # (M, L)
         z = torch.sigmoid(F.layer_norm(z, z.shape[-1:], self.lnz_w, self.lnz_b))
-        heads = torch.cat([mlp[1:], F.elu(h[2:])]) if with_q else mlp[1:]  # (1 [+ E], M, D)
-        return z, torch.bmm(heads, self.w3_rq[: len(heads)]) + self.b3_rq[: len(heads)]
+        r = torch.bmm(mlp[1:], self.w3_rq[:1]) + self.b3_rq[:1]  # (1, M, 1)
+        if not with_q:
+            return z, r
+        return z, torch.cat([r, self._q_head(h[2:])])
+
+    def _q_head(self, h: torch.Tensor) -> torch.Tensor:
+        """The Q-ensemble after its first matmul: h (E, M, D) -> (E, M, 1)."""
+        h = fast_tanh(torch.addcmul(self.ln1_b[2:], F.layer_norm(h, (self.hidden,)), self.ln1_w[2:]))
+        h = F.elu(torch.bmm(h, self.w2[2:]) + self.b2[2:])
+        return torch.bmm(h, self.w3_rq[1:]) + self.b3_rq[1:]
 
     def q_all(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Q-ensemble only (the terminal step): z (M, L), a (M, A) -> (E, M, 1)."""
         x = torch.cat([z, a], -1).expand(self.num_q, -1, -1)
-        h = torch.bmm(x, self.w1[2:]) + self.b1[2:]  # (E, M, D)
-        h = fast_tanh(torch.addcmul(self.ln1_b[2:], F.layer_norm(h, (self.hidden,)), self.ln1_w[2:]))
-        h = F.elu(torch.bmm(h, self.w2[2:]) + self.b2[2:])
-        return torch.bmm(h, self.w3_rq[1:]) + self.b3_rq[1:]
+        return self._q_head(torch.bmm(x, self.w1[2:]) + self.b1[2:])
 
 
 class UncertaintyPenalisedMPPI:
