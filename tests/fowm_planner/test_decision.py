@@ -194,3 +194,37 @@ def test_watchdog_trips_on_stale_missing_and_bad_inputs_and_recovers():
     assert bad.reason == "image encoding 'mono8' is not supported" and wd.should_log(s)
     assert wd.check(s, {"camera image": s, "joint states": s}).ok
     assert wd.trips == 2  # missing -> ok, then stale -> bad without an ok between
+
+
+def test_background_planner_runs_one_plan_at_a_time_and_reports_it():
+    import threading
+
+    from fowm_planner.background import BackgroundPlanner
+
+    release, done = threading.Event(), threading.Event()
+
+    def act(obs, first):
+        release.wait(5)
+        if obs.get("fail"):
+            raise ValueError("model exploded")
+        return np.full(4, 0.25 if first else -0.25)
+
+    bp = BackgroundPlanner(act)
+    try:
+        bp.start({}, True, done.set)
+        assert bp.busy and not bp.finished and bp.take() is None
+        with pytest.raises(RuntimeError, match="still running"):
+            bp.start({}, False, done.set)
+        release.set()
+        assert done.wait(5)
+        bp.wait()
+        action, seconds = bp.take()
+        np.testing.assert_array_equal(action, np.full(4, 0.25))
+        assert seconds >= 0 and bp.take() is None and not bp.busy
+        bp.start({"fail": True}, False, lambda: None)
+        bp.wait()
+        with pytest.raises(ValueError, match="model exploded"):
+            bp.take()
+    finally:
+        release.set()
+        bp.shutdown()

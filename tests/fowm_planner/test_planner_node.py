@@ -388,7 +388,7 @@ def test_signed_weight_updates_and_estop(ros_node, ros_processes, tmp_path):
     trainer = Trainer(ros_node, key)
     _start_planner(
         ros_processes, f"control_period:={PERIOD}", f"key_file:={tmp_path / 'key'}",
-        f"weights_file:={tmp_path / 'start.safetensors'}", "plan_budget:=0.0", "stale_periods:=5.0",
+        f"weights_file:={tmp_path / 'start.safetensors'}", "stale_periods:=5.0",
     )  # fmt: skip
     _wait_motion(ros_node, listener, 0.0, ros_processes)
     assert _get_parameters(ros_node, ["model.sha256"])[0].string_value == start_sha

@@ -48,6 +48,9 @@ class PlannerNodeConfig:
         0.12, "realtime deadline for one plan (s); a plan predicted or measured slower counts as a miss"
     )
     deadline_fallback: str = _param("policy", "on a deadline miss: policy (the policy net's action) or hold")
+    plan_in_thread: bool = _param(
+        True, "realtime: plan on a worker thread against a real deadline; false: in the timer callback"
+    )
     lockstep_settle: float = _param(
         0.03, "lockstep: wall seconds to wait after a new observation for episode events sent with it"
     )

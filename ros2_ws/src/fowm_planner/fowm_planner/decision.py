@@ -50,24 +50,38 @@ class DecisionMaker:
         self._act = act or (lambda obs, first: agent.act(obs, first_step=first, explore=False))
         self._clock = clock
 
+    def act(self, obs: dict[str, np.ndarray], first_step: bool) -> np.ndarray:
+        """The plan alone (what a background planner runs): (4,) action."""
+        return np.asarray(self._act(obs, first_step), dtype=np.float64)
+
     def decide(self, observed: Observed, first_step: bool) -> Decision:
-        latency, missed = None, False
-        if self.deadline.should_plan():
-            start = self._clock()
-            action = np.asarray(self._act(observed.obs, first_step), dtype=np.float64)
-            latency = self._clock() - start
-            missed = self.deadline.record(latency)
-        else:
-            missed = True
-        if missed:
-            if self.fallback == HOLD:
-                cmd = self.mapper.hold(observed.q, observed.gripper, "deadline missed: holding")
-                return Decision(cmd, None, HOLD, latency, True)
-            action = np.asarray(policy_action(self.agent, observed.obs), dtype=np.float64)
+        """Plan (unless the deadline monitor predicts an overrun), fall back on a miss, map."""
+        if not self.deadline.should_plan():
+            return self.fallback_decision(observed)
+        start = self._clock()
+        action = self.act(observed.obs, first_step)
+        latency = self._clock() - start
+        if self.deadline.record(latency):
+            return self.fallback_decision(observed, latency)
+        return self.plan_decision(observed, action, latency)
+
+    def plan_decision(self, observed: Observed, action: np.ndarray, latency_s: float | None) -> Decision:
+        """A plan's action through the safety layer."""
+        return self._map(observed, np.asarray(action, dtype=np.float64), PLAN, latency_s, False)
+
+    def fallback_decision(self, observed: Observed, latency_s: float | None = None) -> Decision:
+        """The deadline fallback: the policy network's action (through the safety layer) or a hold."""
+        if self.fallback == HOLD:
+            cmd = self.mapper.hold(observed.q, observed.gripper, "deadline missed: holding")
+            return Decision(cmd, None, HOLD, latency_s, True)
+        action = np.asarray(policy_action(self.agent, observed.obs), dtype=np.float64)
+        return self._map(observed, action, POLICY, latency_s, True)
+
+    def _map(self, observed: Observed, action: np.ndarray, source: str, latency, missed: bool) -> Decision:
         command = self.mapper.command(action, observed.q, observed.gripper)
         if command.held:  # the safety layer refused the action (NaN, outside the workspace, ...)
             return Decision(command, None, HOLD, latency, missed)
-        return Decision(command, action.astype(np.float32), POLICY if missed else PLAN, latency, missed)
+        return Decision(command, action.astype(np.float32), source, latency, missed)
 
     def hold(self, q: np.ndarray, gripper: float, reason: str) -> Decision:
         return Decision(self.mapper.hold(q, gripper, reason), None, HOLD, None, False)

@@ -20,7 +20,7 @@ under load), so a weight swap or a service call always lands between two decisio
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from fowm_core.weights import load_key_file
+from fowm_planner.background import BackgroundPlanner
 from fowm_planner.config import PlannerNodeConfig
 from fowm_planner.decision import HOLD, Decision, DecisionMaker
 from fowm_planner.inputs import Observed, joint_measurement, observe, stamp_ns
@@ -52,6 +53,14 @@ from fowm_xarm.topics import EpisodeEvent
 NODE_NAME = "fowm_planner"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 GRIPPER_LEAD_S = 0.01  # lockstep: the gripper command's head start over the trajectory
+
+
+@dataclass
+class _InFlight:
+    """The tick a background plan was started for."""
+
+    observed: Observed
+    published: bool = False  # a command for this tick went out (the deadline's fallback)
 
 
 class PlannerNode(Node):
@@ -91,10 +100,16 @@ class PlannerNode(Node):
         self.mapper = cfg.action_mapper()
         self.kinematics = self.mapper.kinematics
         self.obs_config = cfg.observation_config()
-        self.deadline = DeadlineMonitor(cfg.plan_budget if cfg.deadline_enabled else 0.0)
+        # Realtime with a budget plans on a worker thread against a real deadline (plan_in_thread);
+        # otherwise in the callback, where the monitor replaces late plans and skips predicted ones.
+        threaded = cfg.deadline_enabled and cfg.plan_in_thread
+        self.deadline = DeadlineMonitor(cfg.plan_budget if cfg.deadline_enabled and not threaded else 0.0)
         self.decider = DecisionMaker(
             self.agent, self.mapper, self.deadline, cfg.deadline_fallback, act=self._act_function()
         )
+        self._background = BackgroundPlanner(self.decider.act) if threaded else None
+        self._inflight: _InFlight | None = None  # the background plan's tick
+        self._late = 0  # background plans that missed the deadline (or were not started: busy)
         self.watchdog = InputWatchdog(cfg.stale_periods * cfg.control_period, cfg.log_throttle)
         self.plan_latency = RollingStats()
         self.jitter = PeriodJitter(cfg.control_period)
@@ -173,6 +188,11 @@ class PlannerNode(Node):
             )
         else:
             self.create_timer(cfg.control_period, self._on_tick, clock=steady)
+        if self._background is not None:
+            self._plan_done_guard = self.create_guard_condition(self._on_plan_done)
+            self._deadline_timer = self.create_timer(
+                cfg.plan_budget, self._on_deadline, clock=steady, autostart=False
+            )
         self.create_timer(cfg.diagnostics_period, self._publish_diagnostics, clock=steady)
         log.info(
             f"planner up: clock_mode={cfg.clock_mode} period={cfg.control_period}s "
@@ -295,12 +315,68 @@ class PlannerNode(Node):
             self._first_step = True  # the warm start is stale after a gap
             return
         assert observed is not None
+        self._last_observed = observed
+        if self._background is not None:
+            self._start_background_plan(observed)
+            return
         decision = self.decider.decide(observed, first_step=self._first_step)
         self._first_step = False
         if decision.plan_latency_s is not None:
             self.plan_latency.add(decision.plan_latency_s)
         self._publish(decision, observed.stamp_ns)
-        self._last_observed = observed
+
+    # -- background planning (realtime with a deadline) --------------------------------------------
+
+    def _start_background_plan(self, observed: Observed) -> None:
+        if self._background.finished:
+            self._on_plan_done()  # finished just before this tick: publish or account for it first
+        if self._background.busy:
+            # The last plan still runs past its deadline: no new plan, the fallback right away.
+            self._late += 1
+            self._publish(self.decider.fallback_decision(observed), observed.stamp_ns)
+            return
+        first, self._first_step = self._first_step, False
+        self._inflight = _InFlight(observed)
+        self._background.start(observed.obs, first, self._plan_done_guard.trigger)
+        self._deadline_timer.reset()
+
+    def _on_plan_done(self) -> None:
+        try:
+            result = self._background.take()
+        except Exception as e:  # a broken model must not take the node down: hold
+            self.get_logger().error(f"plan failed ({type(e).__name__}: {e}): holding")
+            job, self._inflight = self._inflight, None
+            if job is not None and not job.published:
+                self._deadline_timer.cancel()
+                hold = self.decider.hold(job.observed.q, job.observed.gripper, f"plan failed: {e}")
+                self._publish(hold, None)
+            return
+        if result is None:
+            return
+        action, latency = result
+        self.plan_latency.add(latency)
+        job, self._inflight = self._inflight, None
+        if job is None or job.published:
+            return  # the deadline passed first: its fallback went out
+        self._deadline_timer.cancel()
+        if self._estop or not self._running:
+            return  # an e-stop or a stop came in while it planned: the tick holds or stays quiet
+        if latency > self.config.plan_budget:  # the deadline timer itself was late
+            self._late += 1
+            decision = self.decider.fallback_decision(job.observed, latency)
+        else:
+            decision = self.decider.plan_decision(job.observed, action, latency)
+        self._publish(decision, job.observed.stamp_ns)
+
+    def _on_deadline(self) -> None:
+        self._deadline_timer.cancel()
+        job = self._inflight
+        if job is None or job.published:
+            return
+        job.published = True
+        self._late += 1
+        if not self._estop and self._running:
+            self._publish(self.decider.fallback_decision(job.observed), job.observed.stamp_ns)
 
     def _hold(self, reason: str, now_ns: int) -> None:
         if self._last_q is None:
@@ -384,6 +460,8 @@ class PlannerNode(Node):
                 successful=False,
                 reason=f"{', '.join(COMMIT_PARAMETERS)} must be set together in one atomic call",
             )
+        if self._background is not None:
+            self._background.wait()  # never swap during a plan
         result = self.committer.commit(
             int(names[VERSION].value), str(names[SHA256].value), str(names[SIGNATURE].value)
         )
@@ -411,7 +489,7 @@ class PlannerNode(Node):
             "plan_latency_p99_ms": f"{self.plan_latency.percentile_ms(99):.2f}",
             "period_jitter_p50_ms": f"{self.jitter.stats.percentile_ms(50):.2f}",
             "period_jitter_p99_ms": f"{self.jitter.stats.percentile_ms(99):.2f}",
-            "deadline_misses": str(self.deadline.misses),
+            "deadline_misses": str(self.deadline.misses + self._late),
             "predicted_return": f"{info.get('predicted_return', float('nan')):.4f}",
             "uncertainty": f"{info.get('uncertainty', float('nan')):.4f}",
             "watchdog": self.watchdog.state.reason,
@@ -426,6 +504,11 @@ class PlannerNode(Node):
             "weights_rejected": str(self.committer.rejected),
             "last_weights_rejection": self.committer.last_rejection,
         }
+
+    def destroy_node(self) -> None:
+        if self._background is not None:
+            self._background.shutdown()
+        super().destroy_node()
 
     def _publish_diagnostics(self) -> None:
         values = self.diagnostic_values()
