@@ -71,7 +71,8 @@ class RosDemoConfig:
     seed: int = 1
     """Seed of the agent (preset seed) and of the online episodes (1000 + seed + n)."""
     kill_trainer_after: int = -1
-    """SIGKILL the trainer after this many online episodes (-1: never): the robot side must go on."""
+    """SIGKILL the trainer as this many online episodes have ended (-1: never), while it ingests and
+    trains on the last one: the robot side must go on with the weights the planner has."""
     weights_timeout_s: float = 900.0
     """Longest wait for the trainer's next weights between two online episodes."""
     episode_timeout_s: float = 900.0
@@ -94,8 +95,8 @@ class RosDemoConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         if self.online_episodes < 0:
             raise ValueError("--online-episodes must be >= 0")
-        if self.kill_trainer_after >= self.online_episodes > 0 or self.kill_trainer_after < -1:
-            raise ValueError("--kill-trainer-after must be -1 or less than --online-episodes")
+        if self.kill_trainer_after != -1 and not 1 <= self.kill_trainer_after < self.online_episodes:
+            raise ValueError("--kill-trainer-after must be -1 (never) or in 1 .. --online-episodes - 1")
         if not (self.weights_timeout_s > 0 and self.episode_timeout_s > 0):
             raise ValueError("timeouts must be > 0 s")
         parse_overrides(list(self.overrides))  # fail before any work if malformed
@@ -211,7 +212,7 @@ def finetune_online(
                 steps=end.steps, model_version=version, trainer_alive=procs.alive(TRAINER),
                 wall_s=time.perf_counter() - t0,
             )  # fmt: skip
-            if i == cfg.kill_trainer_after:
+            if i + 1 == cfg.kill_trainer_after:
                 procs.kill(TRAINER)
                 killed_after = i + 1
                 tqdm.write(f"killed the trainer (SIGKILL) after {killed_after} online episode(s)")
@@ -234,6 +235,12 @@ def finetune_online(
             logger.log(i, scalars, prefix="online/")
             bar.set_postfix(ret=f"{row['episode_return']:.2f}", success=int(row["success"]), version=version)
         final_version = version
+
+        def decided() -> int:  # decisions the planner's diagnostics report so far
+            d = monitor.diagnostics.get(PLANNER, {})
+            return int(d.get("decisions_plan", 0)) + int(d.get("decisions_policy", 0))
+
+        monitor.spin_until(lambda: decided() >= sum(r["steps"] for r in episodes), 10.0)
         planner_diag = dict(monitor.diagnostics.get(PLANNER, {}))
         trainer_diag = episodes[-1]["trainer"] if episodes else {}
         final_sha = str(monitor.get_parameter(PLANNER, "model.sha256"))
