@@ -1,6 +1,7 @@
-"""The MuJoCo xArm7 sim node with the real robot's topics.
+"""The whole FOWM loop in MuJoCo: sim node, planner, recorder and online trainer.
 
-    ros2 launch fowm_bringup sim.launch.py task:=push clock_mode:=realtime
+    ros2 launch fowm_bringup sim.launch.py task:=push \\
+        weights_file:=artifacts/pretrain/push/weights.safetensors
 """
 
 from fowm_bringup.graph import SIM

@@ -8,7 +8,8 @@
 - wait: the operator resets the scene and calls ~/start (the teleop `g` key); with
   reset_timeout_s > 0 (the sim) the episode also starts after that long. With scene_reset_service
   set (the sim: /fowm_sim/reset), that service is called first, which re-randomises the scene.
-- start: publishes {"event": "start", ...} on /fowm/episode; the planner / teleop act from here.
+- start: publishes {"event": "start", ...} on /fowm/episode and calls `start_services` (the real
+  graph starts the planner, which pauses itself at each end: it never fights the homing).
 - run: counts /fowm/action messages (decisions) and sums /fowm/reward. The episode ends when
   `episode_length` decisions have completed, or after the decision following a ~/success or
   ~/failure call (the operator's label; the label also goes out on /fowm/operator_label so that the
@@ -83,6 +84,18 @@ class EpisodeManagerConfig:
         "", "Trigger service that resets the scene after homing (sim: /fowm_sim/reset)"
     )
     reward_wait_s: float = _param(0.5, "a decision with no reward after this long counts as complete")
+    start_services: list[str] = field(
+        default_factory=lambda: [""],
+        metadata={
+            "doc": "Trigger services called after each start event (e.g. /fowm_planner/start); '' ignored"
+        },
+    )
+    end_services: list[str] = field(
+        default_factory=lambda: [""],
+        metadata={
+            "doc": "Trigger services called after each end event (e.g. /fowm_planner/stop); '' ignored"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.episode_length < 1:
@@ -100,6 +113,9 @@ class EpisodeManagerConfig:
         if self.reset_timeout_s < 0:
             raise ValueError(f"reset_timeout_s must be >= 0, got {self.reset_timeout_s}")
         SafetyLimits(max_joint_step_rad=self.max_joint_step_rad)
+        # ROS string-array parameters cannot be empty lists, hence [""] defaults.
+        self.start_services = [s for s in self.start_services if s]
+        self.end_services = [s for s in self.end_services if s]
 
 
 class EpisodeManagerNode(Node):
@@ -142,6 +158,9 @@ class EpisodeManagerNode(Node):
         self._scene_reset = (
             self.create_client(Trigger, cfg.scene_reset_service) if cfg.scene_reset_service else None
         )
+        self._hooks = {
+            name: self.create_client(Trigger, name) for name in (*cfg.start_services, *cfg.end_services)
+        }
         self.create_timer(0.05, self._on_timer)
 
         self.episode = -1
@@ -174,6 +193,7 @@ class EpisodeManagerNode(Node):
             EpisodeEvent("start", self.episode, self.config.task, self.config.seed + self.episode)
         )
         self._enter(Phase.RUNNING)
+        self._call_hooks(self.config.start_services)
 
     def _end_episode(self) -> None:
         self._publish_event(
@@ -187,8 +207,19 @@ class EpisodeManagerNode(Node):
                 steps=self._steps,
             )
         )
+        self._call_hooks(self.config.end_services)
         done = self.config.max_episodes and self.episode + 1 >= self.config.max_episodes
         self._enter(Phase.STOPPED if done else Phase.HOMING)
+
+    def _call_hooks(self, services: list[str]) -> None:
+        for name in services:
+            client = self._hooks[name]
+            if not client.service_is_ready():
+                self.get_logger().error(f"service {name} is not available")
+                continue
+            client.call_async(Trigger.Request()).add_done_callback(
+                lambda f, n=name: self.get_logger().info(f"{n}: {f.result().message}")
+            )
 
     def _publish_event(self, event: EpisodeEvent) -> None:
         self._event_pub.publish(topics.episode_event_msg(event))
