@@ -102,20 +102,41 @@ class RosDemoConfig:
         parse_overrides(list(self.overrides))  # fail before any work if malformed
 
 
-@dataclass
+@dataclass(frozen=True)
 class Layout:
     """Where each stage writes, under --out."""
 
     root: Path
 
-    def __getattr__(self, name: str) -> Path:
-        paths = {
-            "offline_bags": "bags/offline", "online_bags": "bags/online", "pretrain": "pretrain",
-            "trainer": "trainer", "logs": "logs", "config": "fowm_config.yaml", "key": "weights.key",
-        }  # fmt: skip
-        if name not in paths:
-            raise AttributeError(name)
-        return self.root / paths[name]
+    @property
+    def offline_bags(self) -> Path:
+        return self.root / "bags" / "offline"
+
+    @property
+    def online_bags(self) -> Path:
+        return self.root / "bags" / "online"
+
+    @property
+    def pretrain(self) -> Path:
+        return self.root / "pretrain"
+
+    @property
+    def trainer(self) -> Path:
+        return self.root / "trainer"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def config(self) -> Path:
+        """The model config (preset + overrides + device) every node reads."""
+        return self.root / "fowm_config.yaml"
+
+    @property
+    def key(self) -> Path:
+        """The HMAC key that signs the trainer's pushes (generated per run)."""
+        return self.root / "weights.key"
 
 
 def stage(title: str) -> None:
@@ -449,6 +470,7 @@ def run(cfg: RosDemoConfig) -> dict[str, Any]:
     layout.root.mkdir(parents=True, exist_ok=True)
     for name in ("offline_bags", "online_bags", "pretrain", "trainer", "logs"):
         shutil.rmtree(getattr(layout, name), ignore_errors=True)  # a rerun starts afresh
+    shutil.rmtree(layout.root / "tensorboard", ignore_errors=True)
     for name in ("key", "config"):
         getattr(layout, name).unlink(missing_ok=True)
     layout.online_bags.mkdir(parents=True)
@@ -587,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, TimeoutError) as e:
         print(f"ros_demo: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the graph's nodes were stopped on the way out
+        print("ros_demo: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
