@@ -156,6 +156,7 @@ class TrainerNode(Node):
         self._pending: SignedWeights | None = None  # published, commit not yet answered
         self._attempts = 0
         self.stats: dict[str, Any] = dict(accepted=0, rejected=0, last_result="", pushed_version=0)
+        self.push_losses: dict[str, float] = {}  # mean losses of the updates behind the last push
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._save_requested = threading.Event()
@@ -209,6 +210,7 @@ class TrainerNode(Node):
     def _train_loop(self) -> None:
         cfg, trainer = self.config, self.trainer
         since_push, since_save = 0, 0
+        window: list[dict[str, float]] = []  # metrics of the updates since the last push
         try:
             while not self._stop.is_set():
                 if self._save_requested.is_set():
@@ -219,10 +221,14 @@ class TrainerNode(Node):
                     self._wake.wait(0.5)
                     self._wake.clear()
                     continue
-                trainer.update()
+                window.append(trainer.update())
                 since_push, since_save = since_push + 1, since_save + 1
                 owed_done = cfg.push_every == 0 and trainer.budget == 0
                 if owed_done or (cfg.push_every and since_push >= cfg.push_every):
+                    self.push_losses = {
+                        k: sum(m[k] for m in window) / len(window) for k in window[-1] if k.endswith("_loss")
+                    }  # one assignment: the executor thread reads a complete dict
+                    window = []
                     self._outbox.put(trainer.signed_weights(self.key))
                     self._push_guard.trigger()
                     since_push = 0
@@ -316,6 +322,7 @@ class TrainerNode(Node):
             online_transitions=t.online.num_transitions,
             offline_transitions=t.offline.num_transitions,
             **self.stats,
+            **{k: f"{v:.6g}" for k, v in self.push_losses.items()},
         )
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK, name=NODE_NAME, message=str(self.stats["last_result"] or "training")
