@@ -31,6 +31,7 @@ test: setup lint
 
 lint: setup
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/hadolint --config .hadolint.yaml docker/Dockerfile docker/Dockerfile.cuda
 
 # One torch thread per benchmark process unless asked (make bench BENCH_THREADS=2); BENCH_ARGS=--quick, --no-peer
 BENCH_THREADS ?= 1

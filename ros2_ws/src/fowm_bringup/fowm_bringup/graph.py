@@ -13,7 +13,7 @@ This module imports neither rclpy nor launch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -429,6 +429,26 @@ REAL = Graph(
     ),
 )
 
+
+def _without_node(arguments: tuple[LaunchArgument, ...], node: str) -> tuple[LaunchArgument, ...]:
+    """The arguments with every target on `node` dropped (and arguments left with none)."""
+    kept = []
+    for arg in arguments:
+        targets = [t for t in arg.targets() if t[0] != node]
+        if targets:
+            (first_node, first_param), *rest = targets
+            kept.append(replace(arg, node=first_node, parameter=first_param, also=tuple(rest)))
+    return tuple(kept)
+
+
+ROBOT = Graph(
+    name="robot",
+    doc="The robot side of `real` for a split deployment: everything but the trainer (on a GPU host).",
+    nodes=tuple(n for n in REAL.nodes if n is not TRAINER_NODE),
+    params_file="real.yaml",
+    arguments=_without_node(REAL.arguments, TRAINER_NODE.name),
+)
+
 _TELEOP_ARGUMENTS = (
     LaunchArgument(
         "bag_dir", "data/teleop", "directory the demonstration bags go to", "fowm_recorder", "output_dir"
@@ -559,4 +579,6 @@ GAZEBO = Graph(
     ),
 )
 
-GRAPHS: dict[str, Graph] = {g.name: g for g in (SIM, PLANNER, REAL, TELEOP, TELEOP_SIM, PRETRAIN, GAZEBO)}
+GRAPHS: dict[str, Graph] = {
+    g.name: g for g in (SIM, PLANNER, REAL, ROBOT, TELEOP, TELEOP_SIM, PRETRAIN, GAZEBO)
+}
