@@ -125,7 +125,10 @@ def test_recorder_bags_open_everywhere_and_equal_the_live_episodes(ros_node, ros
         ],
         "sim",
     )
-    assert spin_until(ros_node, lambda: planner.traj_pub.get_subscription_count() > 0, 30)
+    # Act once the recorder has the episode (it gets the latched "start" on matching the sim, and the
+    # first observation from the lockstep sim's republishing): a recorder runs before episodes start.
+    assert spin_until(ros_node, lambda: "recording episode 0" in ros_processes.log("recorder"), 60)
+    spin_until(ros_node, lambda: False, 0.5)
     for k in range(EPISODES * EPISODE_LENGTH):
         assert planner.act(k), f"no observation to act on at decision {k}"
         ros_processes.assert_running("sim")

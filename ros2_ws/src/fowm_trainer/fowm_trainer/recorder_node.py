@@ -28,8 +28,10 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from fowm_trainer.settings import param
 from fowm_xarm import topics
@@ -73,12 +75,15 @@ class RecorderConfig:
 
 
 def subscription_qos(spec: TopicSpec) -> Any:
-    """The contract QoS, except that latched topics keep 10 samples on our side: "end" and the next
-    "start" are published back to back, and a depth-1 reader history would let "start" overwrite
-    "end" before the callback runs."""
+    """The contract QoS with a deeper history on our side (compatible with every publisher): latched
+    topics keep 10 samples ("end" and the next "start" come back to back and a depth-1 history would
+    let "start" overwrite "end" before the callback runs), sensor topics 20 (a recorder that falls
+    behind for a moment on a loaded machine should not drop the frames the actions were planned on)."""
     qos = topics.rclpy_qos(spec.qos)
     if spec.qos is QosKind.LATCHED:
         qos.depth = 10
+    elif spec.qos is QosKind.SENSOR:
+        qos.depth = 20
     return qos
 
 
@@ -88,14 +93,31 @@ def message_class(spec: TopicSpec) -> type:
     return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
+_ARRAY_TYPES = {
+    "list[str]": Parameter.Type.STRING_ARRAY,
+    "list[int]": Parameter.Type.INTEGER_ARRAY,
+    "list[float]": Parameter.Type.DOUBLE_ARRAY,
+}
+
+
 def declare_config(node: Node, cls: type) -> Any:
-    """Declare every field of dataclass `cls` as a parameter (doc as description) and build it."""
-    defaults = cls()
+    """Declare every field of dataclass `cls` as a parameter (doc as description) and build it.
+
+    List fields are declared with their array type, since an empty default says nothing about it;
+    left unset they keep the dataclass default."""
+    base = cls()
+    values = {}
     for f in fields(cls):
-        node.declare_parameter(
-            f.name, getattr(defaults, f.name), ParameterDescriptor(description=f.metadata["doc"])
-        )
-    return cls(**{f.name: node.get_parameter(f.name).value for f in fields(cls)})
+        descriptor = ParameterDescriptor(description=f.metadata["doc"])
+        if str(f.type) in _ARRAY_TYPES:
+            node.declare_parameter(f.name, _ARRAY_TYPES[str(f.type)], descriptor)
+            try:
+                values[f.name] = list(node.get_parameter(f.name).value)
+            except ParameterUninitializedException:  # not set: the dataclass default
+                values[f.name] = list(getattr(base, f.name))
+        else:
+            values[f.name] = node.declare_parameter(f.name, getattr(base, f.name), descriptor).value
+    return cls(**values)
 
 
 def received_ns(info: Any) -> int:
@@ -192,6 +214,9 @@ class RecorderNode(Node):
         for topic, stamp, msg in self._preroll:
             writer.write(topic, stamp, msg)
         self._bags.append(_Bag(writer, event, now))
+        self.get_logger().info(
+            f"recording episode {event.episode} ({event.task}, seed {event.seed}) -> {path.name}"
+        )
         return self._bags[-1]
 
     def _close(self, bag: _Bag) -> None:

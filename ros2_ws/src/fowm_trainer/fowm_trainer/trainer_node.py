@@ -58,11 +58,11 @@ class TrainerNodeConfig:
         "realtime-cpu", "fowm_core preset (paper, realtime-cpu) or a YAML path; as the planner's"
     )
     overrides: list[str] = field(
-        default_factory=lambda: [""],
+        default_factory=list,
         metadata={"doc": "preset overrides dotted.key=value ('' entries ignored)"},
     )
     offline_dirs: list[str] = field(
-        default_factory=lambda: [""], metadata={"doc": "directories of offline bags for balanced batches"}
+        default_factory=list, metadata={"doc": "directories of offline bags for balanced batches"}
     )
     online_dir: str = param("data/online", "directory the recorder writes online episode bags to ('' = none)")
     live_topics: bool = param(False, "also assemble online episodes from the live contract topics")
@@ -76,8 +76,10 @@ class TrainerNodeConfig:
     push_on_start: bool = param(False, "push the initial weights as soon as the planner's service is up")
     key_file: str = param("", "HMAC key file shared with the planner ('' = unsigned: only for a sim planner)")
     planner_node: str = param("/fowm_planner", "the planner node whose parameters commit the weights")
-    commit_delay: float = param(0.2, "seconds between publishing a blob and committing it")
-    commit_retries: int = param(10, "commits retried while the planner has not received the blob yet")
+    commit_delay: float = param(0.05, "seconds between publishing a blob and committing it")
+    commit_retries: int = param(
+        40, "commits retried (every 50 ms) while the planner has not received the blob"
+    )
     scan_period: float = param(2.0, "seconds between scans of online_dir")
     threads: int = param(1, "torch threads of the training thread (1 leaves cores to planner and sim)")
     image_size: int = param(84, "side of the square rgb observation; as the planner's")
@@ -127,6 +129,7 @@ class TrainerNode(Node):
         self.trainer = OnlineTrainer(
             fowm_cfg, observation_spec(obs_cfg), offline.episodes, cfg.online_capacity, seed=fowm_cfg.seed
         )
+        Path(cfg.checkpoint).parent.mkdir(parents=True, exist_ok=True)
         if Path(cfg.checkpoint).exists():
             self.trainer.load(cfg.checkpoint)
             log.info(
@@ -305,7 +308,7 @@ class TrainerNode(Node):
             )
         elif BLOB_NOT_RECEIVED in result.reason and self._attempts < self.config.commit_retries:
             self._attempts += 1  # the 20 MB blob may still be on its way
-            self._schedule_commit(0.2)
+            self._schedule_commit(0.05)
         else:
             self._pending = None
             self.stats["rejected"] += 1
