@@ -4,6 +4,7 @@ skipped, nothing is ingested twice, and a fowm-collect bag equals the in-process
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,29 @@ def test_collect_bag_equals_the_in_process_episode(tmp_path):
     np.testing.assert_array_equal(ingested.reward, np.asarray(rewards, np.float32))
     assert ingested.truncated and not ingested.terminated
     assert ingested.info["fallback_steps"] == 0  # every action named its observation
+
+
+@pytest.mark.ros
+def test_the_same_stream_live_over_dds_gives_the_same_episode(ros_node, ros_processes, tmp_path):
+    """The jittered stream as a bag, ingested, equals the same bag replayed on the topics (fowm bag
+    player, another process) and assembled by the live feed from receive times."""
+    from fowm_testing import spin_until
+    from fowm_trainer.live_feed import LiveEpisodeFeed
+
+    stream = jittered_episode(steps=6, stamped=True)
+    bag = write_bag(tmp_path / "data" / "ep0", stream)
+    (from_bag,) = BagIngestor(OBS_CONFIG).scan(tmp_path / "data").episodes
+    live, errors = [], []
+    LiveEpisodeFeed(ros_node, EpisodeAssembler(OBS_CONFIG), live.append, errors.append)
+    ros_processes.start(
+        [sys.executable, "-m", "fowm_trainer.bag_play", str(bag), "--wait-subscribers", "1"], "player"
+    )
+    assert spin_until(ros_node, lambda: live or errors, 60), ros_processes.log("player")
+    assert errors == [] and len(live) == 1
+    (from_topics,) = live
+    assert from_topics.info["obs_stamps_ns"] == from_bag.info["obs_stamps_ns"]
+    for k in from_bag.obs:
+        np.testing.assert_array_equal(from_topics.obs[k], from_bag.obs[k])
+    np.testing.assert_array_equal(from_topics.action, from_bag.action)
+    np.testing.assert_array_equal(from_topics.reward, from_bag.reward)
+    assert from_topics.info["fallback_steps"] == from_bag.info["fallback_steps"] == 1

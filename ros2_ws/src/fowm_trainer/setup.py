@@ -23,6 +23,7 @@ setup(
             "fowm_recorder_node = fowm_trainer.recorder_node:main",
             "fowm_trainer_node = fowm_trainer.trainer_node:main",
             "fowm-pretrain = fowm_trainer.pretrain:main",
+            "fowm-bag-play = fowm_trainer.bag_play:main",
             "fowm_reward_node = fowm_trainer.reward_node:main",
             "fowm-train-success-classifier = fowm_trainer.success_classifier:main",
         ],

@@ -331,7 +331,7 @@ def load_bag_info(path: Path) -> dict[str, Any]:
     return yaml.load((path / "metadata.yaml").read_text(), Loader=loader)["rosbag2_bagfile_information"]
 
 
-def _raw_messages(path: Path, files: list[Path]) -> Any:
+def iter_raw_messages(path: Path, files: list[Path]) -> Any:
     """(topic, msgtype, log time, CDR bytes) in log-time order. MCAP files are read with the `mcap`
     reader, validating every chunk CRC; other storage (sqlite3) with rosbags' reader."""
     if not all(f.suffix == ".mcap" for f in files):
@@ -390,7 +390,7 @@ def read_episode_bag(
     hashing = verify_digest or integrity is None or "content_sha256" not in integrity
     try:
         expected = int(info["message_count"])
-        for topic, msgtype, stamp, data in _raw_messages(path, files):
+        for topic, msgtype, stamp, data in iter_raw_messages(path, files):
             if hashing:
                 hashes.append((stamp, len(hashes), _message_hash(topic, stamp, data)))
             msg = TYPESTORE.deserialize_cdr(data, msgtype)
