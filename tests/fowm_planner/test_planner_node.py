@@ -257,6 +257,33 @@ def test_realtime_rate_limits_and_watchdog(ros_node, ros_processes):
     assert spin_until(ros_node, lambda: listener.diagnostics.get("watchdog") == "ok", 10)
     assert int(listener.diagnostics["watchdog_trips"]) >= 4
 
+    # A budget no plan can meet: every tick publishes the policy network's action on time instead.
+    ros_processes.stop("planner")
+    listener.diagnostics.clear()
+    _start_planner(
+        ros_processes, f"control_period:={PERIOD}", "plan_budget:=0.001", "require_signature:=false",
+        name="planner_tight",
+    )  # fmt: skip
+    t_tight = time.monotonic()
+
+    def tight() -> list[Command]:
+        return [c for c in listener.commands if c.t > t_tight]
+
+    assert spin_until(
+        ros_node,
+        lambda: len(tight()) >= 30 and int(listener.diagnostics.get("decisions_policy", "0")) >= 10,
+        60,
+    ), (listener.diagnostics, ros_processes.log("planner_tight")[-2000:])
+    diag = listener.diagnostics
+    assert diag["decisions_plan"] == "0" and int(diag["deadline_misses"]) >= int(diag["decisions_policy"])
+    commands = tight()
+    assert not any(c.held for c in commands)
+    for c in commands:
+        assert np.max(np.abs(c.targets - q)) <= mapper.limits.max_joint_step_rad + 1e-9
+    # Over the whole phase: a short window is noisy here, since this process receives in bursts.
+    rate = (len(commands) - 1) / (commands[-1].t - commands[0].t)
+    assert 0.75 / PERIOD <= rate <= 1.15 / PERIOD, f"fallback commands at {rate:.2f} Hz"
+
 
 # -- weights ---------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ of the model). Weight swaps wait for the plan in flight (`wait`) so they never l
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,8 +49,13 @@ class BackgroundPlanner:
             action = np.asarray(self._act(obs, first_step), dtype=np.float64)
             return action, time.perf_counter() - start
 
+        def notify(_: Future) -> None:
+            # A plan that ends while the node shuts down finds its ROS handles gone: nothing to tell.
+            with contextlib.suppress(RuntimeError):
+                on_done()
+
         self._future = self._pool.submit(run)
-        self._future.add_done_callback(lambda _: on_done())
+        self._future.add_done_callback(notify)
 
     def take(self) -> tuple[np.ndarray, float] | None:
         """(action, plan seconds) of the finished plan, once; None if none finished since the last
