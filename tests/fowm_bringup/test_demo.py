@@ -40,7 +40,7 @@ def test_short_demo_runs_every_stage_and_writes_its_artefacts(tmp_path):
     (result,) = json.loads((tmp_path / "summary.json").read_text())["results"]
     assert result["task"] == "reach"
     assert result["updates"] == UPDATES + ONLINE_EPISODES * 25  # one update per online step (utd 1)
-    for stage in ("random_policy", "pretrained", "finetuned"):
+    for stage in ("random_policy", "pretrained", "finetuned", "pretrained_prior", "finetuned_prior"):
         assert result[stage]["episodes"] == EVAL_EPISODES
         assert 0.0 <= result[stage]["success_rate"] <= 1.0
 

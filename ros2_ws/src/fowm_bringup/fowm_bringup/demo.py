@@ -210,10 +210,15 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         t0 = time.perf_counter()
         pretrained = evaluate(agent, env, cfg.eval_episodes, eval_seeds)
         timings["eval_pretrained_s"] = time.perf_counter() - t0
+        # The policy prior alone (no planning) on the same seeds: a planner that spoils a good prior,
+        # or a prior that the planner rescues, shows as a gap between the two.
+        pretrained_prior = evaluate(None, env, cfg.eval_episodes, eval_seeds, policy=prior_policy(agent))
         logger.log(agent.num_updates, pretrained, prefix="eval/")
+        logger.log(agent.num_updates, pretrained_prior, prefix="eval_prior/")
         print(
             f"[{task}] after offline pretraining: success {pretrained['success_rate']:.0%}, "
-            f"return {pretrained['return']:.2f}",
+            f"return {pretrained['return']:.2f} (policy prior alone: {pretrained_prior['success_rate']:.0%}, "
+            f"{pretrained_prior['return']:.2f}; data: {np.mean(data_success):.0%})",
             flush=True,
         )
 
@@ -233,10 +238,13 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
 
         # 5. Evaluate again on the same held-out seeds.
         finetuned = evaluate(agent, env, cfg.eval_episodes, eval_seeds)
+        finetuned_prior = evaluate(None, env, cfg.eval_episodes, eval_seeds, policy=prior_policy(agent))
         logger.log(agent.num_updates, finetuned, prefix="eval/")
+        logger.log(agent.num_updates, finetuned_prior, prefix="eval_prior/")
         print(
             f"[{task}] after online finetuning:  success {finetuned['success_rate']:.0%}, "
-            f"return {finetuned['return']:.2f}",
+            f"return {finetuned['return']:.2f} (policy prior alone: {finetuned_prior['success_rate']:.0%}, "
+            f"{finetuned_prior['return']:.2f})",
             flush=True,
         )
 
@@ -252,12 +260,19 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         "random_policy": random_policy,
         "pretrained": pretrained,
         "finetuned": finetuned,
+        "pretrained_prior": pretrained_prior,
+        "finetuned_prior": finetuned_prior,
         "online_success_rate": float(np.mean([r["success"] for r in history])) if history else None,
         "updates": agent.num_updates,
         "timings_s": timings,
         "video": gif.name,
         "weights": weights.name,
     }
+
+
+def prior_policy(agent):
+    """The agent's policy prior as a collect_episode policy: pi(h(obs)), no planning."""
+    return lambda obs, _first: agent.act_prior(obs)
 
 
 class CameraRecorder:
@@ -403,10 +418,16 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} CPUs",
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("\nsuccess rate (return) on held-out seeds")
-    print("  task   data   random        pretrained        finetuned")
+    print("\nsuccess rate (return) on held-out seeds; planner = the agent as it acts, prior = pi alone")
+    print("  task   data   random          pretrained planner / prior          finetuned planner / prior")
     for r in results:
-        cells = [r["random_policy"], r["pretrained"], r["finetuned"]]
+        cells = [
+            r["random_policy"],
+            r["pretrained"],
+            r["pretrained_prior"],
+            r["finetuned"],
+            r["finetuned_prior"],
+        ]
         print(
             f"  {r['task']:<6} {r['data_success_rate']:>4.0%}  "
             + "  ".join(f"{c['success_rate']:>5.0%} ({c['return']:6.2f})" for c in cells)

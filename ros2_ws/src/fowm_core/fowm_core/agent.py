@@ -110,6 +110,17 @@ class FOWMAgent:
         action = self.planner.plan(tensors, first_step=first_step, explore=explore)
         return action.cpu().numpy().astype(np.float32)
 
+    @torch.no_grad()
+    def act_prior(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The policy prior alone, pi(h(obs)), without planning: (A,) float32 in [-1, 1]. Evaluating it
+        next to `act` shows whether the planner improves on the prior or spoils it."""
+        self.obs_spec.validate(obs)
+        tensors = {
+            k: torch.as_tensor(np.asarray(obs[k])).to(self.device)[None] for k in self.obs_spec.modalities
+        }
+        self.model.eval()
+        return self.model.pi(self.model.encode(tensors))[0].float().cpu().numpy()
+
     # -- learning --------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step of the world model, then one of the policy (after the model step, as
