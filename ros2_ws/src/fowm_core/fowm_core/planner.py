@@ -92,7 +92,9 @@ class FusedHeads(nn.Module):
         self.ln2_w, self.ln2_b = buf(2, 1, D), buf(2, 1, D)  # dynamics and reward only
         self.w3_dyn, self.b3_dyn = buf(D, L), buf(L)
         self.lnz_w, self.lnz_b = buf(L), buf(L)  # the dynamics' output LayerNorm (before Sigmoid)
-        self.w3_rq, self.b3_rq = buf(1 + E, D, 1), buf(1 + E, 1, 1)  # reward and Q outputs
+        # reward and Q output rows: a multiply-and-sum that fuses into the kernel before it (as a
+        # batched matmul with one output column it would cost a call per step for ~no arithmetic)
+        self.w3_rq, self.b3_rq = buf(1 + E, 1, D), buf(1 + E, 1)
         self.refresh(model)
 
     @staticmethod
@@ -130,13 +132,13 @@ class FusedHeads(nn.Module):
         self.b3_dyn.copy_(dyn[6].bias)
         self.lnz_w.copy_(model.dynamics[1].weight)
         self.lnz_b.copy_(model.dynamics[1].bias)
-        self.w3_rq[0].copy_(rew[6].weight.T)
-        self.b3_rq[0, 0].copy_(rew[6].bias)
-        self.w3_rq[1:].copy_(qs.l3.weight)
-        self.b3_rq[1:].copy_(qs.l3.bias)
+        self.w3_rq[0].copy_(rew[6].weight)  # (1, D)
+        self.b3_rq[0].copy_(rew[6].bias)
+        self.w3_rq[1:].copy_(qs.l3.weight.transpose(1, 2))  # (E, D, 1) -> (E, 1, D)
+        self.b3_rq[1:].copy_(qs.l3.bias[:, 0])
 
     def step(self, z: torch.Tensor, a: torch.Tensor, with_q: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """One rollout step of M rows: z (M, L), a (M, A) -> z' (M, L), [R, Q_1..Q_E] (1 [+ E], M, 1)."""
+        """One rollout step of M rows: z (M, L), a (M, A) -> z' (M, L), [R, Q_1..Q_E] (1 [+ E], M)."""
         G, D = (2 + self.num_q if with_q else 2), self.hidden
         x = torch.cat([z, a], -1).expand(G, -1, -1)  # (G, M, L+A): every group reads the same (z, a)
         # Biases are added in the fused elementwise kernels (a matmul's bias would be a copy), and the
@@ -148,19 +150,19 @@ class FusedHeads(nn.Module):
         mlp = _mish(torch.addcmul(self.ln2_b, F.layer_norm(mlp, (D,)), self.ln2_w))  # (2, M, D)
         z = mlp[0] @ self.w3_dyn + self.b3_dyn  # (M, L)
         z = torch.sigmoid(F.layer_norm(z, z.shape[-1:], self.lnz_w, self.lnz_b))
-        r = torch.bmm(mlp[1:], self.w3_rq[:1]) + self.b3_rq[:1]  # (1, M, 1)
+        r = (mlp[1:] * self.w3_rq[:1]).sum(-1) + self.b3_rq[:1]  # (1, M)
         if not with_q:
             return z, r
         return z, torch.cat([r, self._q_head(h[2:])])
 
     def _q_head(self, h: torch.Tensor) -> torch.Tensor:
-        """The Q-ensemble after its first matmul: h (E, M, D) -> (E, M, 1)."""
+        """The Q-ensemble after its first matmul: h (E, M, D) -> (E, M)."""
         h = fast_tanh(torch.addcmul(self.ln1_b[2:], F.layer_norm(h, (self.hidden,)), self.ln1_w[2:]))
         h = F.elu(torch.bmm(h, self.w2[2:]) + self.b2[2:])
-        return torch.bmm(h, self.w3_rq[1:]) + self.b3_rq[1:]
+        return (h * self.w3_rq[1:]).sum(-1) + self.b3_rq[1:]
 
     def q_all(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Q-ensemble only (the terminal step): z (M, L), a (M, A) -> (E, M, 1)."""
+        """Q-ensemble only (the terminal step): z (M, L), a (M, A) -> (E, M)."""
         x = torch.cat([z, a], -1).expand(self.num_q, -1, -1)
         return self._q_head(torch.bmm(x, self.w1[2:]) + self.b1[2:])
 
@@ -428,11 +430,11 @@ class UncertaintyPenalisedMPPI:
         a = actions.to(self.dtype)
         z, heads = z0.expand(M, -1), []
         for t in range(H):
-            z, out = f.step(z, a[t], with_q)  # out: (1 [+ E], M, 1) = [R, Q_1..Q_E] at (z_t, a_t)
-            heads.append(out[..., 0])
+            z, out = f.step(z, a[t], with_q)  # out: (1 [+ E], M) = [R, Q_1..Q_E] at (z_t, a_t)
+            heads.append(out)
         heads = torch.stack(heads, 1).float()  # (1 [+ E], H, M)
         a_term = self._policy_sample(z, terminal_noise).to(self.dtype)
-        q_term = f.q_all(z, a_term).float()[..., 0]  # (E, M)
+        q_term = f.q_all(z, a_term).float()  # (E, M)
         return self._combine(heads[0], heads[1:] if with_q else None, q_term, pair)
 
 
