@@ -329,3 +329,17 @@ def test_sim_graph_runs_the_whole_loop_and_stops_cleanly(ros_processes, ros_node
     assert left == set(), f"shared-memory files left behind: {sorted(left)}"
     log = ros_processes.log("sim_graph")
     assert "[fowm_trainer]" in log and "[fowm_planner]" in log
+
+
+def test_pretrain_graph_runs_fowm_pretrain_as_a_node_and_ends_with_it(tmp_path):
+    from fowm_sim.collect import CollectConfig, collect
+
+    collect(CollectConfig(tmp_path / "bags", task="reach", episodes=2), progress=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "fowm_bringup.run", "pretrain", f"bags:={tmp_path / 'bags'}",
+         f"output:={tmp_path / 'pretrain'}", "updates:=3"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert re.search(r"^\[fowm_pretrain\] +3 updates on 2 episodes", out.stdout, re.M), out.stdout[-2000:]
+    assert (tmp_path / "pretrain/weights.safetensors").is_file()

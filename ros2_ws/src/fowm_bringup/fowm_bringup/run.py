@@ -134,7 +134,7 @@ def remove_stale_shm(before: set[str]) -> list[str]:
 
 
 def _forward(name: str, stream: IO[bytes], lock: threading.Lock, width: int) -> None:
-    prefix = f"[{name}]".ljust(width + 2).encode()
+    prefix = f"[{name}]".ljust(width + 3).encode()
     for line in iter(stream.readline, b""):
         with lock:
             sys.stdout.buffer.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
