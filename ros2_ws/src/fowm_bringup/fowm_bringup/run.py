@@ -13,7 +13,7 @@ keys (teleop) gets this terminal as stdin; the others get none.
 Ctrl-C (or SIGTERM) stops every node with SIGINT (a clean rclpy shutdown), SIGKILL after
 `--grace` seconds; then the Fast DDS shared-memory files that killed nodes may have left in
 /dev/shm are removed. If a required node exits, the others are stopped the same way and the
-runner exits with that node's code.
+runner exits with that node's code. If the runner itself is killed, its nodes get SIGTERM.
 """
 
 from __future__ import annotations
@@ -133,6 +133,16 @@ def remove_stale_shm(before: set[str]) -> list[str]:
     return removed
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the runner dies, even by SIGKILL (Linux prctl), so a
+    killed runner never leaves orphaned nodes on the DDS domain."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def _forward(name: str, stream: IO[bytes], lock: threading.Lock, width: int) -> None:
     prefix = f"[{name}]".ljust(width + 3).encode()
     for line in iter(stream.readline, b""):
@@ -197,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         t = threading.Thread(target=_forward, args=(name, procs[name].stdout, lock, width), daemon=True)
         t.start()
