@@ -174,3 +174,30 @@ def test_sigkill_mid_training_loses_and_repeats_no_episode(ros_processes, tmp_pa
     want = {stored_digest(online / b.name) for b in source_bags}
     assert len(after["ingested"]) == 4 and set(after["ingested"]) == want  # none lost, none twice
     assert after["ingested"][: len(before["ingested"])] == before["ingested"]
+
+
+def test_trainer_learns_from_live_topics(ros_processes, tmp_path, source_bags):
+    """live_topics:=true and no bag directory: an episode replayed on the topics by another process
+    (fowm-bag-play) is assembled, ingested once and trained on."""
+    home = _machine(tmp_path, "trainer")
+    _start_trainer(
+        ros_processes, home, "trainer", "live_topics:=true", "online_dir:=''", "planner_node:=/nobody"
+    )
+    _wait_log(ros_processes, "trainer", "trainer up", 60)
+    ros_processes.start(
+        [
+            sys.executable,
+            "-m",
+            "fowm_trainer.bag_play",
+            str(source_bags[0]),
+            "--rate",
+            "2",
+            "--wait-subscribers",
+            "1",
+        ],
+        "player",
+    )
+    log = _wait_log(ros_processes, "trainer", "from live topics", 60)
+    assert "ingested online episode" in log and "(25 steps" in log
+    _wait_log(ros_processes, "trainer", "published weights version 1", 60)  # its updates are done
+    assert "live episode dropped" not in ros_processes.log("trainer")
