@@ -16,10 +16,10 @@ Pairing rules (the planner's view of the world is what the model must learn from
   in, first out, so a reward that arrives after the next action still lands on its own step.
 - Episode boundaries and success come from the episode-events topic. The observation after the last
   step is the newest image stamped after the last step's (with the joint state of its stamp)
-  received by the "end" event (plus `final_obs_slack_s`) and before the next "start"; receive times
-  bound it because stamps may be on another clock (lockstep sim time). "end" with terminated=true is
-  a true terminal; otherwise the episode was cut by a time limit (truncated: the value after it
-  still counts).
+  received by the "end" event (if none, within `final_obs_slack_s` after it) and before the next
+  "start"; receive times bound it because stamps may be on another clock (lockstep sim time).
+  "end" with terminated=true is a true terminal; otherwise the episode was cut by a time limit
+  (truncated: the value after it still counts).
 
 Late messages: a message may arrive up to `lag_s` after the ones it belongs with (sensor topics are
 best effort and recorders log receive times). Steps are resolved and episodes closed only once the
@@ -124,14 +124,29 @@ class _Frames:
             return None
         return self.stamps[i]
 
-    def prune(self, keep_from: int, max_frames: int) -> None:
-        """Drop what no step can need: everything before the latest stamp at or before `keep_from`,
-        and the oldest beyond `max_frames`."""
-        i = max(bisect.bisect_right(self.stamps, keep_from) - 1, 0)
-        i = max(i, len(self.stamps) - max_frames)
-        for s in self.stamps[:i]:
+    def prune(self, log_from: int, stamp_from: int | None, max_frames: int) -> None:
+        """Drop what no step can need: frames received before `log_from` (a future action may still
+        name a frame received since) and stamped before `stamp_from` (what waiting steps need), but
+        never the newest frame at or before `stamp_from` nor the newest of all (fallbacks); then the
+        oldest beyond `max_frames`. Receive times and stamps are compared only among themselves, as
+        stamps may run on another clock."""
+        if not self.stamps:
+            return
+        keep = {self.stamps[-1]}
+        if stamp_from is not None:
+            i = bisect.bisect_right(self.stamps, stamp_from) - 1
+            if i >= 0:
+                keep.add(self.stamps[i])
+        drop = {
+            s
+            for s in self.stamps
+            if s not in keep and self.logged[s] < log_from and (stamp_from is None or s < stamp_from)
+        }
+        survivors = [s for s in self.stamps if s not in drop]
+        drop.update(survivors[: max(0, len(survivors) - max_frames)])
+        for s in drop:
             del self.msgs[s], self.logged[s]
-        del self.stamps[:i]
+        self.stamps = [s for s in self.stamps if s not in drop]
 
 
 @dataclass
@@ -340,14 +355,15 @@ class EpisodeAssembler:
         return done
 
     def _prune(self) -> None:
-        keep_from = self._now - self._lag_ns
+        pending: list[int] = []
         for ep in self._episodes:
-            pending = [s.ref_ns for s in ep.steps if s.obs is None]
+            pending += [s.ref_ns for s in ep.steps if s.obs is None]
             if ep.steps and ep.steps[-1].image_stamp is not None:
                 pending.append(ep.steps[-1].image_stamp)  # the final observation comes after it
-            keep_from = min([keep_from, *pending])
-        self._images.prune(keep_from, self.config.max_frames)
-        self._joints.prune(keep_from, self.config.max_frames)
+        stamp_from = min(pending) if pending else None
+        log_from = self._now - self._lag_ns
+        self._images.prune(log_from, stamp_from, self.config.max_frames)
+        self._joints.prune(log_from, stamp_from, self.config.max_frames)
         live = set(self._images.msgs)
         self._obs_cache = {k: v for k, v in self._obs_cache.items() if k[0] in live}
 
@@ -381,16 +397,22 @@ class EpisodeAssembler:
         if rewarded < len(steps):
             raise AssemblyError(f"{name}: {len(steps) - rewarded} of its {len(steps)} actions have no reward")
         # The observation after the last step: the newest frame stamped after the last step's that was
-        # received by "end" (plus a little slack for a frame overtaken by the event) and before the
-        # next "start". Receive times, not stamps, bound it: stamps may run on another clock (sim time).
+        # received by "end" (or, if none was, within a little slack after it: a frame overtaken by the
+        # event) and before the next "start". Receive times, not stamps, bound it: stamps may run on
+        # another clock (sim time).
         last = steps[-1]
-        bound = ep.end_ns + self._final_slack_ns
-        if ep.next_start_ns is not None:
-            bound = min(bound, ep.next_start_ns - 1)
-        candidates = [
-            s for s in self._images.stamps if s > (last.image_stamp or -1) and self._images.logged[s] <= bound
-        ]
-        img = candidates[-1] if candidates else None
+        img = None
+        for bound in (ep.end_ns, ep.end_ns + self._final_slack_ns):  # slack only if nothing came by "end"
+            if ep.next_start_ns is not None:
+                bound = min(bound, ep.next_start_ns - 1)
+            candidates = [
+                s
+                for s in self._images.stamps
+                if s > (last.image_stamp or -1) and self._images.logged[s] <= bound
+            ]
+            if candidates:
+                img = candidates[-1]
+                break
         js = None
         if img is not None:
             js = img if img in self._joints.msgs else self._joints.latest_at_or_before(img)
