@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -97,8 +98,16 @@ def bench_plan(
     warmup_s = agent.planner.warmup({k: torch.as_tensor(v).to(device) for k, v in obs.items()})
     torch_dtype = getattr(torch, dtype)
     peak = matmul_gflops(torch_dtype, device, matmul_n, repeats=3)
+    cpu: list[float] = []  # this thread's CPU seconds per plan: what the plan costs with a core to itself
+
+    def plan() -> None:
+        t0 = time.thread_time()
+        agent.act(obs, first_step=False, explore=False)
+        cpu.append(time.thread_time() - t0)
+
     with cpu_bound_neighbour() if neighbour else nullcontext():
-        times = timed(lambda: agent.act(obs, first_step=False, explore=False), plans, warmup=2, device=device)
+        times = timed(plan, plans, warmup=2, device=device)
+    cpu = cpu[2:]
     peak = max(peak, matmul_gflops(torch_dtype, device, matmul_n, repeats=3))
     flops = plan_flops(cfg, RGB_STATE, ACTION_DIM)
     p50 = statistics.median(times)
@@ -107,6 +116,8 @@ def bench_plan(
         "preset": preset, "dtype": dtype, "device": device, "compiled": compiled, "neighbour": neighbour,
         "plans": plans, "warmup_s": warmup_s,
         "p50_ms": 1e3 * p50, "p99_ms": 1e3 * percentile(times, 99), "plan_gflop": flops / 1e9,
+        "cpu_p50_ms": 1e3 * statistics.median(cpu), "cpu_p99_ms": 1e3 * percentile(cpu, 99),
+        "load_avg": os.getloadavg()[0],
         "achieved_gflops": achieved, "matmul_peak_gflops": peak, "fraction_of_peak": achieved / peak,
     }  # fmt: skip
 
@@ -161,18 +172,21 @@ def to_markdown(res: dict[str, Any]) -> str:
         "",
         "Plan latency (one `agent.act`, rgb 84x84 + state, 4-D action; compiled rows after `warmup`);",
         "the matmul peak of each row is re-measured right before and after it (best of both).",
-        "'+ neighbour': another process spins on a core meanwhile.",
+        "'+ neighbour': another process spins on a core meanwhile. CPU ms: the planning thread's own CPU",
+        "time per plan (what a plan costs with a core to itself; wall time exceeds it when the machine is",
+        "oversubscribed). Load: the 1-minute load average after the row.",
         "",
-        "| preset | device | dtype | compiled | p50 ms | p99 ms | plan GFLOP | GFLOP/s | matmul peak "
-        "| fraction | warmup s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | device | dtype | compiled | p50 ms | p99 ms | CPU p50 / p99 ms | plan GFLOP | GFLOP/s "
+        "| matmul peak | fraction | warmup s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["plan"]:
         comp = ("yes" if r["compiled"] else "no") + (" + neighbour" if r["neighbour"] else "")
         lines.append(
             f"| {r['preset']} | {r['device']} | {r['dtype']} | {comp} | {r['p50_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['plan_gflop']:.1f} | {r['achieved_gflops']:.0f} | "
-            f"{r['matmul_peak_gflops']:.0f} | {r['fraction_of_peak']:.2f} | {r['warmup_s']:.1f} |"
+            f"{r['p99_ms']:.1f} | {r['cpu_p50_ms']:.1f} / {r['cpu_p99_ms']:.1f} | {r['plan_gflop']:.1f} | "
+            f"{r['achieved_gflops']:.0f} | {r['matmul_peak_gflops']:.0f} | {r['fraction_of_peak']:.2f} | "
+            f"{r['warmup_s']:.1f} | {r['load_avg']:.1f} |"
         )
     lines += [
         "",

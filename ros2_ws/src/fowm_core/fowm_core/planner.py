@@ -212,8 +212,9 @@ class UncertaintyPenalisedMPPI:
         and a compiled plan is not recompiled)."""
         with torch.no_grad():
             if self._model is not None and _same_layout(self._model, model):
+                src = model.state_dict()
                 for name, dst in self._model.state_dict().items():
-                    dst.copy_(model.state_dict()[name])
+                    dst.copy_(src[name])
             else:
                 self._model = copy.deepcopy(model).to(self.device, self.dtype).eval().requires_grad_(False)
                 self._fused = None
