@@ -280,11 +280,14 @@ class TeleopNode(Node):
         if command.notes:
             self.get_logger().warning(f"safety layer: {'; '.join(command.notes)}", throttle_duration_sec=2.0)
         now_ns = self.get_clock().now().nanoseconds
+        # The action first: a recorder then logs it before the observation its command causes (a
+        # lockstep sim steps as soon as the trajectory arrives). The gripper before the trajectory:
+        # the lockstep sim applies a gripper command to the trajectory after it.
+        self._action_pub.publish(topics.action_msg(action, obs_stamp_ns=stamp_ns))
         self._grip_pub.publish(topics.float32_msg(command.gripper))
         self._traj_pub.publish(
             topics.joint_trajectory_msg(now_ns, command.joint_targets, self.config.command_duration)
         )
-        self._action_pub.publish(topics.action_msg(action, obs_stamp_ns=stamp_ns))
         self._last_stamp_ns = stamp_ns
         self._last_decision_s = now
         self.decisions += 1
