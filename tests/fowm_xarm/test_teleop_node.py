@@ -5,6 +5,7 @@ label and every action paired with the joint state it acted on."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import numpy as np
@@ -87,3 +88,50 @@ def test_teleop_in_the_sim_records_a_labelled_episode(ros_processes, ros_node, t
         expected = mapper.command(np.asarray(msg.data), q, float(by_stamp[stamp].position[7]))
         assert np.any(np.all(np.abs(targets - expected.joint_targets) < 1e-9, axis=1)), "command not recorded"
         assert mapper.satisfied(expected, q)
+
+
+@pytest.mark.ros
+def test_keys_typed_in_the_runners_terminal_reach_teleop(tmp_path):
+    """The runner hands its terminal to the teleop node (cbreak mode): g starts, y labels, q quits,
+    and quitting teleop stops the graph cleanly."""
+    import os
+    import pty
+    import select
+    import time
+
+    bags = tmp_path / "bags"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the runner on a pseudo-terminal
+        os.execv(sys.executable, [sys.executable, "-m", "fowm_bringup.run", "teleop_sim", f"bag_dir:={bags}"])
+    out = b""
+
+    def read_until(text: bytes, timeout_s: float) -> bool:
+        nonlocal out
+        deadline = time.monotonic() + timeout_s
+        while text not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    break
+        return text in out
+
+    try:
+        assert read_until(b"scene reset:", 120), out.decode(errors="replace")[-3000:]
+        os.write(fd, b"g")
+        assert read_until(b'"event": "start"', 30), out.decode(errors="replace")[-3000:]
+        os.write(fd, b"wwrr")
+        time.sleep(1.0)
+        os.write(fd, b"y")
+        assert read_until(b'"success": true', 30), out.decode(errors="replace")[-3000:]
+        assert read_until(b"saved episode 0", 30)
+        os.write(fd, b"q")
+        assert read_until(b"run: required node fowm_teleop exited with 0", 30)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert len(list(bags.glob("episode_*"))) == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
