@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -176,14 +177,25 @@ def test_sigkill_mid_training_loses_and_repeats_no_episode(ros_processes, tmp_pa
     assert after["ingested"][: len(before["ingested"])] == before["ingested"]
 
 
-def test_trainer_learns_from_live_topics(ros_processes, tmp_path, source_bags):
+def test_trainer_learns_from_live_topics_and_stays_responsive(ros_node, ros_processes, tmp_path, source_bags):
     """live_topics:=true and no bag directory: an episode replayed on the topics by another process
-    (fowm-bag-play) is assembled, ingested once and trained on."""
-    home = _machine(tmp_path, "trainer")
+    (fowm-bag-play) is assembled, ingested once and trained on; while the training thread works off
+    its updates the executor keeps publishing /diagnostics at 1 Hz."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    home = _machine(tmp_path, "trainer", utd=4.0)  # 100 updates: several seconds of training
     _start_trainer(
         ros_processes, home, "trainer", "live_topics:=true", "online_dir:=''", "planner_node:=/nobody"
     )
     _wait_log(ros_processes, "trainer", "trainer up", 60)
+    seen: list[tuple[float, dict[str, str]]] = []
+
+    def on_diagnostics(msg) -> None:
+        for status in msg.status:
+            if status.name == "fowm_trainer":
+                seen.append((time.monotonic(), {kv.key: kv.value for kv in status.values}))
+
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     ros_processes.start(
         [
             sys.executable,
@@ -197,7 +209,13 @@ def test_trainer_learns_from_live_topics(ros_processes, tmp_path, source_bags):
         ],
         "player",
     )
-    log = _wait_log(ros_processes, "trainer", "from live topics", 60)
+    assert spin_until(ros_node, lambda: "from live topics" in ros_processes.log("trainer"), 60)
+    log = ros_processes.log("trainer")
     assert "ingested online episode" in log and "(25 steps" in log
-    _wait_log(ros_processes, "trainer", "published weights version 1", 60)  # its updates are done
+    assert spin_until(ros_node, lambda: "published weights version 1" in ros_processes.log("trainer"), 120)
+    training = [t for t, v in seen if int(v["updates_owed"]) > 0]
+    assert len(training) >= 3, f"only {len(training)} diagnostics while training: {seen[-3:]}"
+    gaps = np.diff(training)
+    assert gaps.max() < 2.5, f"the executor stalled while training: gaps {gaps}"
+    assert int(seen[-1][1]["updates"]) > int(seen[0][1]["updates"]) and seen[-1][1]["online_episodes"] == "1"
     assert "live episode dropped" not in ros_processes.log("trainer")

@@ -21,14 +21,23 @@ from fowm_trainer.recorder_node import message_class
 from fowm_xarm import topics
 from fowm_xarm.episode_bag import iter_raw_messages, load_bag_info
 
-DISCOVERY_S = 2.0  # wait for subscribers to match before the first message
+DISCOVERY_S = 1.0  # after the subscriber counts: let every matched reader settle
+EPISODE_TOPICS = tuple(
+    t.name for t in (topics.IMAGE, topics.JOINT_STATES, topics.ACTION, topics.REWARD, topics.EPISODE)
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fowm-bag-play", description=__doc__.split("\n\n")[0])
     parser.add_argument("bags", nargs="+", type=Path, help="episode bag directories, played in order")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
-    parser.add_argument("--wait-subscribers", type=int, default=0, help="wait for this many on each topic")
+    parser.add_argument(
+        "--wait-subscribers",
+        type=int,
+        default=0,
+        help="before playing, wait (up to 30 s) for this many subscribers on each episode topic "
+        "(image, joint states, action, reward, episode events)",
+    )
     args, ros_args = parser.parse_known_args(argv)
     if not args.rate > 0:
         parser.error("--rate must be > 0")
@@ -46,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         message_class(spec), topic, topics.rclpy_qos(spec.qos)
                     )
             deadline = time.monotonic() + 30
+            needed = [publishers[t] for t in EPISODE_TOPICS if t in publishers]
             while time.monotonic() < deadline and any(
-                p.get_subscription_count() < args.wait_subscribers for p in publishers.values()
+                p.get_subscription_count() < args.wait_subscribers for p in needed
             ):
                 rclpy.spin_once(node, timeout_sec=0.05)
             time.sleep(DISCOVERY_S)
