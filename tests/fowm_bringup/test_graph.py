@@ -343,3 +343,22 @@ def test_pretrain_graph_runs_fowm_pretrain_as_a_node_and_ends_with_it(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert re.search(r"^\[fowm_pretrain\] +3 updates on 2 episodes", out.stdout, re.M), out.stdout[-2000:]
     assert (tmp_path / "pretrain/weights.safetensors").is_file()
+
+
+def test_gazebo_world_and_bridge_put_the_camera_on_the_topic_contract():
+    """The gazebo graph cannot run here; its files at least agree with each other and the contract."""
+    import xml.etree.ElementTree as ET
+
+    from fowm_xarm import topics
+
+    world = ET.parse(config_dir() / "gazebo/fowm_table.sdf").getroot()
+    sensor = world.find(".//sensor[@type='camera']")
+    image = sensor.find("camera/image")
+    assert (int(image.find("width").text), int(image.find("height").text)) == (640, 480)
+    bridge = {
+        b["ros_topic_name"]: b for b in yaml.safe_load((config_dir() / "gazebo/bridge.yaml").read_text())
+    }
+    assert bridge[topics.IMAGE.name]["gz_topic_name"] == sensor.find("topic").text
+    assert bridge[topics.CAMERA_INFO.name]["gz_topic_name"] == sensor.find("camera/camera_info_topic").text
+    assert bridge[topics.CLOCK.name]["direction"] == "GZ_TO_ROS"
+    assert {b["ros_type_name"] for b in bridge.values()} >= {topics.IMAGE.msgtype, topics.CAMERA_INFO.msgtype}
