@@ -149,23 +149,28 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     peaks = {"float32": mm_peak(torch.float32), "bfloat16": mm_peak(torch.bfloat16)}
     peer_plan()
     times: dict[str, list[float]] = {"lerobot fp32": [], **{k: [] for k in ours}}
+    cpu: dict[str, list[float]] = {k: [] for k in times}  # the thread's CPU time: robust to oversubscription
+
+    def timed(name: str, fn: Any) -> None:
+        c0, t0 = time.thread_time(), time.perf_counter()
+        fn()
+        times[name].append(time.perf_counter() - t0)
+        cpu[name].append(time.thread_time() - c0)
+
     for _ in range(args.plans):  # interleaved: one of each per round
-        t0 = time.perf_counter()
-        peer_plan()
-        times["lerobot fp32"].append(time.perf_counter() - t0)
+        timed("lerobot fp32", peer_plan)
         for name, (planner, _) in ours.items():
-            t0 = time.perf_counter()
-            planner.plan(obs)
-            times[name].append(time.perf_counter() - t0)
+            timed(name, lambda planner=planner: planner.plan(obs))
     peaks = {k: max(v, mm_peak(getattr(torch, k))) for k, v in peaks.items()}
     flops = next(iter(ours.values()))[1]  # the same plan on both sides (plan_flops counts FOWM's)
-    base = _median_ms(times["lerobot fp32"])
+    base, cpu_base = _median_ms(times["lerobot fp32"]), _median_ms(cpu["lerobot fp32"])
     plans = []
     for name, xs in times.items():
         dtype = "bfloat16" if "bfloat16" in name else "float32"
-        p50 = _median_ms(xs)
+        p50, cpu50 = _median_ms(xs), _median_ms(cpu[name])
         plans.append({
             "planner": name, "p50_ms": p50, "p99_ms": _p99_ms(xs), "speedup_vs_lerobot": base / p50,
+            "cpu_p50_ms": cpu50, "cpu_speedup_vs_lerobot": cpu_base / cpu50,
             "fraction_of_peak": flops / (p50 / 1e3) / 1e9 / peaks[dtype], "peak_dtype": dtype,
         })  # fmt: skip
 
@@ -263,12 +268,16 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"bf16 {pk['bfloat16']:.0f} GFLOP/s. One plan = {res['plan_gflop']:.0f} GFLOP "
         "(rgb 84x84 + state, 512 + 51 samples, 6 iterations, 5 Qs).",
         "",
-        "| plan (encode + plan) | p50 ms | p99 ms | speed vs LeRobot fp32 | fraction of matmul peak |",
-        "|---|---:|---:|---:|---:|",
+        "CPU ms: the planning thread's own CPU time (what a plan costs with a core to itself).",
+        "",
+        "| plan (encode + plan) | p50 ms | p99 ms | speed vs LeRobot fp32 | CPU p50 ms "
+        "| CPU speed vs LeRobot | fraction of matmul peak |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["plans"]:
         lines.append(
             f"| {r['planner']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['speedup_vs_lerobot']:.2f}x | "
+            f"{r['cpu_p50_ms']:.0f} | {r['cpu_speedup_vs_lerobot']:.2f}x | "
             f"{r['fraction_of_peak']:.2f} ({r['peak_dtype']}) |"
         )
     if res.get("updates_error"):
