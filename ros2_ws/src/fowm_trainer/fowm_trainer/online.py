@@ -141,10 +141,13 @@ class OnlineTrainer:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        """Checkpoint (atomic). Call from the training thread, between updates."""
+        """Checkpoint (atomic). Call from the training thread, between updates (the agent is only
+        changed there). The buffer and sampler are snapshotted under the lock and written outside
+        it, so episodes can keep arriving while a large online buffer is written."""
         with self.lock:
             extra = dict(budget=self.budget, version=self.version, ingested=list(self.ingested))
-            save_checkpoint(path, self.agent, {"online": self.online}, self.sampler, extra=extra)
+            online, sampler = _Snapshot(self.online.state_dict()), _Snapshot(self.sampler.state_dict())
+        save_checkpoint(path, self.agent, {"online": online}, sampler, extra=extra)
 
     def load(self, path: str | Path) -> None:
         with self.lock:
@@ -158,6 +161,16 @@ class OnlineTrainer:
         """Start from pretrained weights (e.g. fowm-pretrain's weights.safetensors)."""
         with self.lock:
             load_weights_into(self.agent, path)
+
+
+class _Snapshot:
+    """A state_dict taken earlier, handed to save_checkpoint in place of the live object."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self._state = state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
 
 
 def set_torch_threads(threads: int) -> None:
