@@ -103,23 +103,26 @@ def test_weights_pushed_over_dds_are_accepted_and_wrong_keys_refused(
     (trainer / "online").mkdir()
     shutil.copytree(source_bags[0], trainer / "online" / source_bags[0].name)
 
-    ros_processes.start(
-        [
-            sys.executable,
-            "-m",
-            "fowm_planner.planner_node",
-            "--ros-args",
-            "-p",
-            f"preset:={planner / 'preset.yaml'}",
-            "-p",
-            f"key_file:={planner / 'key'}",
-            "-p",
-            "image_size:=48",
-            "-p",
-            "autostart:=false",
-        ],
-        "planner",
-    )
+    def start_planner(name: str) -> None:
+        ros_processes.start(
+            [
+                sys.executable,
+                "-m",
+                "fowm_planner.planner_node",
+                "--ros-args",
+                "-p",
+                f"preset:={planner / 'preset.yaml'}",
+                "-p",
+                f"key_file:={planner / 'key'}",
+                "-p",
+                "image_size:=48",
+                "-p",
+                "autostart:=false",
+            ],
+            name,
+        )
+
+    start_planner("planner")
     assert _planner_version(ros_node)[0] == 0
     _start_trainer(ros_processes, trainer, "trainer", f"key_file:={trainer / 'key'}")
     log = _wait_log(ros_processes, "trainer", "planner accepted weights version 1", 120)
@@ -130,6 +133,13 @@ def test_weights_pushed_over_dds_are_accepted_and_wrong_keys_refused(
     # A second episode arrives: more updates, version 2.
     shutil.copytree(source_bags[1], trainer / "online" / source_bags[1].name)
     _wait_log(ros_processes, "trainer", "planner accepted weights version 2", 120)
+    assert _planner_version(ros_node)[0] == 2
+
+    # The planner restarts (with its start weights): the trainer gives it the accepted version again.
+    ros_processes.stop("planner")
+    start_planner("planner_restarted")
+    log = _wait_log(ros_processes, "trainer", "planner accepted weights version 2", 120, count=2)
+    assert "re-pushing accepted version 2" in log
     assert _planner_version(ros_node)[0] == 2
 
     # Weights signed with another key: refused, the reason reaches the trainer's log, version stays.

@@ -157,6 +157,8 @@ class TrainerNode(Node):
         self._outbox: queue.Queue[SignedWeights] = queue.Queue()
         self._push_guard = self.create_guard_condition(self._on_push_ready)
         self._pending: SignedWeights | None = None  # published, commit not yet answered
+        self._accepted: SignedWeights | None = None  # what the planner runs, as far as we know
+        self._planner_up = False
         self._attempts = 0
         self.stats: dict[str, Any] = dict(accepted=0, rejected=0, last_result="", pushed_version=0)
         self.push_losses: dict[str, float] = {}  # mean losses of the updates behind the last push
@@ -173,6 +175,7 @@ class TrainerNode(Node):
         for t in self._threads:
             t.start()
         self.create_timer(1.0, self._on_diagnostics)
+        self.create_timer(1.0, self._watch_planner)
         if cfg.push_on_start:
             self._outbox.put(self.trainer.signed_weights(self.key))
             self._push_guard.trigger()
@@ -302,6 +305,7 @@ class TrainerNode(Node):
         if result.successful:
             self._pending = None
             self.stats["accepted"] += 1
+            self._accepted, self._planner_up = pushed, True
             self.stats["last_result"] = f"version {pushed.version} accepted"
             self.get_logger().info(
                 f"planner accepted weights version {pushed.version} in {latency_ms:.0f} ms: {result.reason}"
@@ -314,6 +318,18 @@ class TrainerNode(Node):
             self.stats["rejected"] += 1
             self.stats["last_result"] = f"version {pushed.version} rejected: {result.reason}"
             self.get_logger().error(f"planner rejected weights version {pushed.version}: {result.reason}")
+
+    def _watch_planner(self) -> None:
+        """A planner that (re)starts runs its own start weights: give it the last accepted ones."""
+        up = self._commit.service_is_ready()
+        if up and not self._planner_up and self._accepted is not None and self._pending is None:
+            self.get_logger().info(
+                f"planner (re)appeared: re-pushing accepted version {self._accepted.version}"
+            )
+            self._weights_pub.publish(topics.weights_msg(self._accepted.blob))
+            self._pending, self._attempts = self._accepted, 0
+            self._schedule_commit(self.config.commit_delay)
+        self._planner_up = up
 
     # ------------------------------------------------------------------ diagnostics, shutdown
     def _on_diagnostics(self) -> None:
