@@ -193,7 +193,7 @@ def test_trainer_learns_from_live_topics_and_stays_responsive(ros_node, ros_proc
     its updates the executor keeps publishing /diagnostics at 1 Hz."""
     from diagnostic_msgs.msg import DiagnosticArray
 
-    home = _machine(tmp_path, "trainer", utd=4.0)  # 100 updates: several seconds of training
+    home = _machine(tmp_path, "trainer", utd=12.0)  # 300 updates: seconds of training on any load
     _start_trainer(
         ros_processes, home, "trainer", "live_topics:=true", "online_dir:=''", "planner_node:=/nobody"
     )
