@@ -122,46 +122,38 @@ def test_raw_frames_stay_bounded_without_actions():
     assert T0 + 99 * PERIOD in asm._images.msgs
 
 
-def test_stamps_on_another_clock_than_receive_times():
-    """Lockstep sim: stamps are sim time (1 s + ...), receive times wall time. A fast camera delivers
-    newer frames between the frame an action was planned on and the action: the action still gets
-    its own frame, and the final observation is bounded by receive times."""
+@pytest.mark.parametrize("delay", [3, 45], ids=["fast-planner", "planner-slower-than-the-lag"])
+def test_stamps_on_another_clock_than_receive_times(delay):
+    """Lockstep sim: stamps are sim time (1 s + ...), receive times wall time. A 30 Hz camera delivers
+    `delay` newer frames between the frame an action was planned on and the action (45 frames: 1.5 s,
+    longer than the assembler's lag): the action still gets its own frame, and the final observation
+    is the newest frame received by "end"."""
     from fowm_xarm.topics import EpisodeEvent
 
     wall, sim, frame_ns = 1_790_000_000 * 10**9, 10**9, 33 * MS
+    planned = (2, 2 + delay + 4)
+    last_frame = planned[1] + delay + 2
 
     def msg(data: bytes, spec) -> object:
         return topics.deserialize(data, spec.msgtype)
 
-    recs = [
-        (
-            topics.EPISODE.name,
-            wall,
-            msg(topics.episode_event_msg(EpisodeEvent("start", 0, "reach", 1)), topics.EPISODE),
-        )
-    ]
-    for k in range(12):
+    start = EpisodeEvent("start", 0, "reach", 1)
+    recs = [(topics.EPISODE.name, wall, msg(topics.episode_event_msg(start), topics.EPISODE))]
+    for k in range(last_frame + 1):
         s, t = sim + k * frame_ns, wall + (k + 1) * frame_ns
-        recs.append((topics.IMAGE.name, t, msg(topics.image_msg(s, frame(k)), topics.IMAGE)))
-        recs.append(
-            (
-                topics.JOINT_STATES.name,
-                t + 1,
-                msg(topics.joint_state_msg(s, joints(k), np.zeros(7), gripper(k)), topics.JOINT_STATES),
-            )
-        )
-        if k in (5, 9):  # actions planned on frames 2 and 6, sent three frames later
-            planned = k - 3
-            action = topics.action_msg(action_vec(k), obs_stamp_ns=sim + planned * frame_ns)
+        recs.append((topics.IMAGE.name, t, msg(topics.image_msg(s, frame(k % 200)), topics.IMAGE)))
+        js = topics.joint_state_msg(s, joints(k), np.zeros(7), gripper(k))
+        recs.append((topics.JOINT_STATES.name, t + 1, msg(js, topics.JOINT_STATES)))
+        if k - delay in planned:
+            action = topics.action_msg(action_vec(k), obs_stamp_ns=sim + (k - delay) * frame_ns)
             recs.append((topics.ACTION.name, t + 2, msg(action, topics.ACTION)))
             recs.append((topics.REWARD.name, t + 3 * MS, msg(topics.float32_msg(-k), topics.REWARD)))
-    end = EpisodeEvent("end", 0, "reach", 1, success=False, episode_return=-14.0, steps=2)
-    recs.append(
-        (topics.EPISODE.name, wall + 11 * frame_ns, msg(topics.episode_event_msg(end), topics.EPISODE))
-    )
+    end = EpisodeEvent("end", 0, "reach", 1, success=False, episode_return=0.0, steps=2)
+    end_log = wall + last_frame * frame_ns + 5 * MS  # after frame last_frame - 1, before the last one
+    recs.append((topics.EPISODE.name, end_log, msg(topics.episode_event_msg(end), topics.EPISODE)))
     (ep,), _ = _assemble(sorted(recs, key=lambda r: r[1]))
-    # Steps on frames 2 and 6; the final observation is the newest frame received by "end" (frame 10).
-    assert ep.info["obs_stamps_ns"] == [sim + 2 * frame_ns, sim + 6 * frame_ns, sim + 10 * frame_ns]
+    want = [sim + planned[0] * frame_ns, sim + planned[1] * frame_ns, sim + (last_frame - 1) * frame_ns]
+    assert ep.info["obs_stamps_ns"] == want
     assert ep.info["fallback_steps"] == 0
     np.testing.assert_array_equal(ep.obs["rgb"][0], expected_obs(2, 2, KIN)["rgb"])
-    np.testing.assert_array_equal(ep.reward, [-5.0, -9.0])
+    np.testing.assert_array_equal(ep.reward, [-(planned[0] + delay), -(planned[1] + delay)])

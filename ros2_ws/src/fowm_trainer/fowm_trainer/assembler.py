@@ -25,8 +25,9 @@ Late messages: a message may arrive up to `lag_s` after the ones it belongs with
 best effort and recorders log receive times). Steps are resolved and episodes closed only once the
 stream has moved `lag_s` past them, or on `flush()` (end of a bag).
 
-Memory stays bounded: raw frames are kept only while some step may still need them (and never more
-than `max_frames`); each step keeps only its preprocessed observation.
+Memory stays bounded: raw frames are kept only while some step may still need them, i.e. from the
+newest observation stamp an action named (never more than `max_frames`); each step keeps only its
+preprocessed observation.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ class AssemblerConfig:
     """Seconds a late message (e.g. a frame logged after the action that used it) is still awaited."""
     final_obs_slack_s: float = 0.1
     """A final observation received up to this long after "end" still counts (it may be overtaken)."""
-    max_frames: int = 256
-    """Most raw camera frames (and joint states) held at once while steps wait for them."""
+    max_frames: int = 128
+    """Most raw camera frames (and joint states) held at once (~120 MB at 640x480; 4 s at 30 Hz, which
+    covers the slowest planner's latency between a frame and the action planned on it)."""
 
     def __post_init__(self) -> None:
         if not self.lag_s >= 0:
@@ -124,24 +126,16 @@ class _Frames:
             return None
         return self.stamps[i]
 
-    def prune(self, log_from: int, stamp_from: int | None, max_frames: int) -> None:
-        """Drop what no step can need: frames received before `log_from` (a future action may still
-        name a frame received since) and stamped before `stamp_from` (what waiting steps need), but
-        never the newest frame at or before `stamp_from` nor the newest of all (fallbacks); then the
-        oldest beyond `max_frames`. Receive times and stamps are compared only among themselves, as
-        stamps may run on another clock."""
+    def prune(self, stamp_from: int | None, max_frames: int) -> None:
+        """Drop what no step can need: frames stamped before `stamp_from` (the oldest stamp a waiting
+        or future step can name), except the newest of those (fallbacks); then the oldest beyond
+        `max_frames`. Without `stamp_from` (no action seen yet) only the cap applies."""
         if not self.stamps:
             return
-        keep = {self.stamps[-1]}
+        drop: set[int] = set()
         if stamp_from is not None:
-            i = bisect.bisect_right(self.stamps, stamp_from) - 1
-            if i >= 0:
-                keep.add(self.stamps[i])
-        drop = {
-            s
-            for s in self.stamps
-            if s not in keep and self.logged[s] < log_from and (stamp_from is None or s < stamp_from)
-        }
+            i = bisect.bisect_right(self.stamps, stamp_from) - 1  # newest at or before: kept
+            drop = set(self.stamps[: max(i, 0)])
         survivors = [s for s in self.stamps if s not in drop]
         drop.update(survivors[: max(0, len(survivors) - max_frames)])
         for s in drop:
@@ -201,6 +195,7 @@ class EpisodeAssembler:
         # may still come); only the last may still be open (no "end" yet).
         self._episodes: list[_OpenEpisode] = []
         self._now = 0
+        self._anchor: int | None = None  # newest observation stamp an action has named or used
         self._obs_cache: dict[tuple[int, int], Observation] = {}
         self.ignored_messages = 0  # actions/rewards seen outside any episode
 
@@ -270,6 +265,8 @@ class EpisodeAssembler:
         action = np.asarray(msg.data, dtype=np.float32).reshape(-1).copy()
         step = _Step(action=action, log_ns=log_ns, obs_stamp=stamp)
         ep.steps.append(step)
+        if stamp is not None:
+            self._anchor = max(stamp, self._anchor or stamp)
         if stamp is not None and stamp in self._images.msgs and stamp in self._joints.msgs:
             self._set_obs(step, stamp, stamp, fallback=False)
 
@@ -342,6 +339,7 @@ class EpisodeAssembler:
         except ValueError as exc:
             raise AssemblyError(f"observation at stamp {image_stamp} ns cannot be used: {exc}") from exc
         step.image_stamp, step.fallback = image_stamp, fallback
+        self._anchor = max(image_stamp, self._anchor or image_stamp)
 
     def _advance(self, final: bool) -> list[Episode]:
         done: list[Episode] = []
@@ -355,15 +353,16 @@ class EpisodeAssembler:
         return done
 
     def _prune(self) -> None:
-        pending: list[int] = []
+        # A planner acts on ever newer observations, so a future action names a stamp at or after the
+        # newest one named so far (however long it planned: frames are kept by stamp, not by age).
+        needed = [self._anchor] if self._anchor is not None else []
         for ep in self._episodes:
-            pending += [s.ref_ns for s in ep.steps if s.obs is None]
+            needed += [s.ref_ns for s in ep.steps if s.obs is None]
             if ep.steps and ep.steps[-1].image_stamp is not None:
-                pending.append(ep.steps[-1].image_stamp)  # the final observation comes after it
-        stamp_from = min(pending) if pending else None
-        log_from = self._now - self._lag_ns
-        self._images.prune(log_from, stamp_from, self.config.max_frames)
-        self._joints.prune(log_from, stamp_from, self.config.max_frames)
+                needed.append(ep.steps[-1].image_stamp)  # the final observation comes after it
+        stamp_from = min(needed) if needed else None
+        self._images.prune(stamp_from, self.config.max_frames)
+        self._joints.prune(stamp_from, self.config.max_frames)
         live = set(self._images.msgs)
         self._obs_cache = {k: v for k, v in self._obs_cache.items() if k[0] in live}
 
