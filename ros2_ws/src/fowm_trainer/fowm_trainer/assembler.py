@@ -293,6 +293,7 @@ class EpisodeAssembler:
                     ended.next_start_ns = log_ns
             previous = self._current
             self._episodes.append(_OpenEpisode(start=event, start_ns=log_ns))
+            self._anchor = None  # stamps may restart with a new episode (a restarted sim's clock)
             if previous is not None:
                 self._episodes.remove(previous)
                 if previous.steps:
