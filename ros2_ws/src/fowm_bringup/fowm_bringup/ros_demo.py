@@ -26,12 +26,15 @@ commanding with its last weights, and the run reports it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -252,7 +255,8 @@ def finetune_online(
             episodes.append(row)
             scalars = {"return": row["episode_return"], "success": float(row["success"]),
                        "model_version": float(row["model_version"]),
-                       "trainer_updates": float(row["trainer"].get("updates", "nan"))}  # fmt: skip
+                       "trainer_updates": float(row["trainer"].get("updates", "nan")),
+                       **{k: float(v) for k, v in row["trainer"].items() if k.endswith("_loss")}}  # fmt: skip
             logger.log(i, scalars, prefix="online/")
             bar.set_postfix(ret=f"{row['episode_return']:.2f}", success=int(row["success"]), version=version)
         final_version = version
@@ -386,8 +390,8 @@ def write_gif(path: Path, frames: list[np.ndarray], period_s: float = 0.16) -> N
 
 
 def plot_learning_curves(path: Path, summary: dict[str, Any], layout: Layout) -> Path:
-    """Per online episode: return, success and the model version in use; and every loss of the
-    offline pretraining and of the trainer node over gradient updates."""
+    """Per online episode: return, success, the model version in use and the trainer's losses behind
+    the weights pushed after it; and the losses of offline pretraining over its updates."""
     import matplotlib
 
     from fowm_core.metrics import read_jsonl
@@ -411,20 +415,28 @@ def plot_learning_curves(path: Path, summary: dict[str, Any], layout: Layout) ->
     ax.set_xlabel("online episode")
     ax.legend(loc="upper left", fontsize=7)
     ax2.legend(loc="lower right", fontsize=7)
-    for ax, jsonls, title in (
-        (axes[1], [layout.pretrain / "tensorboard" / "metrics.jsonl"], "offline pretraining (fowm-pretrain)"),
-        (axes[2], sorted(layout.trainer.rglob("metrics.jsonl")), "online (trainer node)"),
-    ):
-        rows = [r for p in jsonls if p.exists() for r in read_jsonl(p)]
-        tags = sorted({k for r in rows for k in r if k.endswith("_loss") and "total" not in k})
-        for tag in tags:
-            pts = [(r["step"], r[tag]) for r in rows if isinstance(r.get(tag), int | float) and r[tag] > 0]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), label=tag.split("/")[-1])
+    rows = read_jsonl(layout.pretrain / "tensorboard" / "metrics.jsonl")
+    tags = sorted({k for r in rows for k in r if k.endswith("_loss") and "total" not in k})
+    for tag in tags:
+        pts = [(r["step"], r[tag]) for r in rows if isinstance(r.get(tag), int | float) and r[tag] > 0]
+        if pts:
+            axes[1].plot(*zip(*pts, strict=True), ".-", markersize=3, label=tag.split("/")[-1])
+    axes[1].set_title("offline pretraining (fowm-pretrain)")
+    axes[1].set_xlabel("gradient updates")
+    # The trainer node reports the mean losses of the updates behind each push in /diagnostics.
+    losses = sorted(
+        {k for r in online for k in r.get("trainer", {}) if k.endswith("_loss") and "total" not in k}
+    )
+    for tag in losses:
+        pts = [(r["episode"], float(r["trainer"][tag])) for r in online if tag in r.get("trainer", {})]
+        pts = [(x, y) for x, y in pts if y > 0]
+        if pts:
+            axes[2].plot(*zip(*pts, strict=True), ".-", label=tag)
+    axes[2].set_title("online: trainer losses behind the weights pushed after each episode")
+    axes[2].set_xlabel("online episode")
+    for ax in axes[1:]:
         ax.set_yscale("log")
-        ax.set_title(title)
-        ax.set_xlabel("gradient updates")
-        if tags:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -566,6 +578,22 @@ def run(cfg: RosDemoConfig) -> dict[str, Any]:
     return summary
 
 
+@contextlib.contextmanager
+def own_ros_domain() -> Iterator[None]:
+    """A ROS_DOMAIN_ID no other process on this machine holds (domain_coordinator's port lock), unless
+    the caller chose one: two demos, or a demo and a test, must never see each other's nodes (same
+    node and service names: one orchestrator would drive the other's planner)."""
+    if os.environ.get("ROS_DOMAIN_ID"):
+        yield
+        return
+    from domain_coordinator import domain_id
+
+    with domain_id() as reserved:
+        os.environ["ROS_DOMAIN_ID"] = str(reserved)
+        print(f"ROS_DOMAIN_ID={reserved} (reserved for this run)", flush=True)
+        yield
+
+
 def parse_args(argv: list[str] | None = None) -> RosDemoConfig:
     d = RosDemoConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="make demo DEMO_ARGS=...")
@@ -604,8 +632,11 @@ def main(argv: list[str] | None = None) -> int:
     profile = Path(__file__).resolve().parent.parent / "config" / "fastdds.xml"
     if profile.is_file():
         os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(profile))
+    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so the graph's nodes are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
-        run(cfg)
+        with own_ros_domain():
+            run(cfg)
     except (RuntimeError, TimeoutError) as e:
         print(f"ros_demo: {e}", file=sys.stderr)
         return 1
