@@ -228,6 +228,23 @@ class GraphMonitor:
             raise TimeoutError(f"service {service} did not answer within {timeout_s:.0f} s")
         return future.result()
 
+    def wait_for_sim_matched(self, timeout_s: float, check: Callable[[], None] | None = None) -> bool:
+        """Wait until the sim's command subscriptions (trajectory and gripper) and the planner's
+        publishers of them are in the graph, then one more second for the endpoints to match: a
+        planner that commands earlier can lose its first gripper command."""
+        from fowm_xarm import topics
+
+        def ready() -> bool:
+            n = self.node
+            return all(
+                n.count_subscribers(t.name) >= 1 and n.count_publishers(t.name) >= 1
+                for t in (topics.JOINT_TRAJECTORY, topics.GRIPPER_COMMAND)
+            )
+
+        ok = self.spin_until(ready, timeout_s, check)
+        self.spin_until(lambda: False, 1.0, check)
+        return ok
+
     def trigger(self, service: str, timeout_s: float = 60.0) -> str:
         from std_srvs.srv import Trigger
 

@@ -180,7 +180,8 @@ def run_cli(args: list[str], what: str) -> None:
 def planner_parameters(layout: Layout, weights: Path, **extra: Any) -> dict[str, Any]:
     return {
         "preset": str(layout.config), "weights_file": str(weights), "key_file": str(layout.key),
-        "require_signature": True, "clock_mode": "lockstep", "use_sim_time": True, **extra,
+        "require_signature": True, "clock_mode": "lockstep", "use_sim_time": True, "autostart": False,
+        **extra,
     }  # fmt: skip
 
 
@@ -224,6 +225,7 @@ def finetune_online(
         def check() -> None:
             procs.check_alive(ignore=(TRAINER,) if killed_after is not None else ())
 
+        start_planner(monitor, cfg, check)
         bar = tqdm(range(cfg.online_episodes), desc="online episodes", disable=not cfg.progress)
         version = 0
         for i in bar:
@@ -313,6 +315,14 @@ def ingestion_ledger(layout: Layout) -> dict[str, Any]:
     )
 
 
+def start_planner(monitor: GraphMonitor, cfg: RosDemoConfig, check: Any) -> None:
+    """The planner starts (autostart: false) once it and the sim are connected, so the first
+    episode's first command reaches the sim like every other."""
+    if not monitor.wait_for_sim_matched(cfg.episode_timeout_s, check):
+        raise TimeoutError(f"planner and sim not connected within {cfg.episode_timeout_s:.0f} s")
+    monitor.trigger(f"/{PLANNER}/start", timeout_s=cfg.episode_timeout_s)
+
+
 def wait_for_version(monitor: GraphMonitor, above: int, timeout_s: float, check: Any) -> bool:
     """Poll the planner's committed model.version (twice a second) until it exceeds `above`."""
     deadline = time.monotonic() + timeout_s
@@ -349,6 +359,7 @@ def evaluate_through_planner(
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
     with GraphProcesses(graph, overrides, layout.logs / f"eval_{label}") as procs:
+        start_planner(monitor, cfg, procs.check_alive)
         for i in tqdm(range(cfg.eval_episodes), desc=f"evaluate {label}", disable=not cfg.progress):
             if not monitor.spin_until(
                 lambda i=i: len(monitor.ended()) > i, cfg.episode_timeout_s, procs.check_alive
