@@ -6,15 +6,17 @@ PY        := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export FASTRTPS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/ros2_ws/src/fowm_bringup/config/fastdds.xml
 
-# Extra arguments for the demo, e.g. `make demo DEMO_ARGS="--task reach --preset paper"`.
+# Extra arguments for the demo, e.g. `make demo DEMO_ARGS="--task push --online-episodes 5"`
+# (`make demo-inprocess DEMO_ARGS=...` takes fowm_bringup.demo's options).
 DEMO_ARGS ?=
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k planner -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint bench lock clean
+.PHONY: help setup demo demo-inprocess test lint bench lock clean
 
 help:
-	@echo "make demo   - set up, then run the main job in the MuJoCo sim"
+	@echo "make demo   - set up, then run the main job through the ROS 2 nodes on the MuJoCo sim"
+	@echo "make demo-inprocess - the same learning in one process, without nodes (fast experiments)"
 	@echo "make test   - set up, lint, then run the whole test suite"
 	@echo "make bench  - set up, then run the benchmarks, one torch thread each (writes bench-results/)"
 	@echo "make lint   - ruff"
@@ -23,7 +25,13 @@ help:
 setup:
 	@bash scripts/setup.sh
 
+# The main job through the ROS 2 stack: bags -> pretraining -> sim, planner, recorder and trainer
+# nodes finetuning online -> evaluation through the planner node.
 demo: setup
+	@$(PY) -m fowm_bringup.ros_demo $(DEMO_ARGS)
+
+# The same algorithm in one process, without nodes: the fast path for experiments.
+demo-inprocess: setup
 	@$(PY) -m fowm_bringup.demo $(DEMO_ARGS)
 
 test: setup lint
