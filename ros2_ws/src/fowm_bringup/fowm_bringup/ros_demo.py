@@ -443,7 +443,7 @@ def plot_learning_curves(path: Path, summary: dict[str, Any], layout: Layout) ->
         pts = [(x, y) for x, y in pts if y > 0]
         if pts:
             axes[2].plot(*zip(*pts, strict=True), ".-", label=tag)
-    axes[2].set_title("online: trainer losses behind the weights pushed after each episode")
+    axes[2].set_title("online: trainer losses behind each push")
     axes[2].set_xlabel("online episode")
     for ax in axes[1:]:
         ax.set_yscale("log")
