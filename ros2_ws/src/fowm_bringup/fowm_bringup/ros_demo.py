@@ -76,8 +76,9 @@ class RosDemoConfig:
     kill_trainer_after: int = -1
     """SIGKILL the trainer as this many online episodes have ended (-1: never), while it ingests and
     trains on the last one: the robot side must go on with the weights the planner has."""
-    weights_timeout_s: float = 900.0
-    """Longest wait for the trainer's next weights between two online episodes."""
+    weights_timeout_s: float = 300.0
+    """Longest wait for the trainer's next weights between two online episodes (then the next episode
+    starts on the weights the planner has; e.g. when the trainer refused that episode's bag)."""
     episode_timeout_s: float = 900.0
     """Longest wait for one episode (node start-up included) before the run fails."""
     out: str = "artifacts/ros_demo"
