@@ -7,8 +7,9 @@ peak), because absolute numbers on small shared machines move by 2x with the loa
     python benchmarks/run_all.py [--quick] [--threads N] [--no-peer]
 
 Every torch process gets one thread unless --threads says otherwise (the planner's situation: one
-core of a small machine, next to other processes). bench_update.py (updates/s) and
-bench_planner_node.py (the planner node over DDS) run when present; bench_peer.py times LeRobot's
+core of a small machine, next to other processes). bench_update.py times updates/s,
+bench_ingest.py bag ingestion and the weight push -> swap, bench_planner_node.py the planner node over
+DDS (plan latency, period jitter, alone and with a CPU-bound neighbour); bench_peer.py times LeRobot's
 TD-MPC next to ours in its own virtual environment, and skips itself when that cannot be built.
 """
 
@@ -31,18 +32,15 @@ def main() -> int:
     a = p.parse_args()
     quick = ["--quick"] if a.quick else []
     threads = ["--threads", str(a.threads)]
-    update = HERE / "bench_update.py"
     runs = [
-        # plans only when bench_update.py times the updates
-        [sys.executable, str(HERE / "bench_core.py"), "--out", a.out, *threads, *quick]
-        + (["--no-updates"] if update.exists() else []),
+        # plans only: bench_update.py times the updates
+        [sys.executable, str(HERE / "bench_core.py"), "--out", a.out, *threads, *quick, "--no-updates"],
         [sys.executable, str(HERE / "bench_sim.py")],  # writes bench-results/sim.{json,md}
+        [sys.executable, str(HERE / "bench_update.py"), "--out", a.out, *threads, *quick],
+        [sys.executable, str(HERE / "bench_ingest.py"), "--out", a.out, *threads, *quick],
+        [sys.executable, str(HERE / "bench_planner_node.py"), "--out", a.out]
+        + (["--seconds", "10"] if a.quick else []),
     ]
-    if update.exists():
-        runs.append([sys.executable, str(update), "--out", a.out, *threads, *quick])
-    if (HERE / "bench_planner_node.py").exists():
-        runs.append([sys.executable, str(HERE / "bench_planner_node.py"), "--out", a.out]
-                    + (["--seconds", "10"] if a.quick else []))  # fmt: skip
     if not a.no_peer:
         runs.append([sys.executable, str(HERE / "bench_peer.py"), "--out", a.out, *threads, *quick])
     failed = 0
