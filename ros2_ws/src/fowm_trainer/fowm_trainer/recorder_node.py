@@ -134,6 +134,7 @@ class _Bag:
     opened_ns: int
     ended_ns: int | None = None
     next_start_written: bool = False  # a bag in its tail gets the next "start" (only) as its boundary
+    tail_over: bool = False  # its tail has passed; closed on the next timer tick (see _on_timer)
 
 
 class RecorderNode(Node):
@@ -235,8 +236,12 @@ class RecorderNode(Node):
     def _on_timer(self) -> None:
         now = time.time_ns()
         for bag in list(self._bags):
-            if bag.ended_ns is not None and now - bag.ended_ns >= round(self.config.tail_s * 1e9):
+            if bag.tail_over:
                 self._close(bag)
+            elif bag.ended_ns is not None and now - bag.ended_ns >= round(self.config.tail_s * 1e9):
+                # Close one tick later: the executor runs timers before subscriptions, so on a starved
+                # process a late reward can be queued right now; by the next tick it has been written.
+                bag.tail_over = True
             elif bag.ended_ns is None and now - bag.opened_ns > round(self.config.max_episode_s * 1e9):
                 self._drop(
                     bag, f"episode {bag.event.episode} ran over max_episode_s={self.config.max_episode_s}"
