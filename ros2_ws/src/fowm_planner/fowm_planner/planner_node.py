@@ -28,7 +28,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -48,6 +47,7 @@ from fowm_planner.weight_commit import COMMIT_PARAMETERS, SHA256, SIGNATURE, VER
 from fowm_xarm import topics
 from fowm_xarm.kinematics import HOME_Q
 from fowm_xarm.observation import RGB_KEY, make_observation
+from fowm_xarm.ros_node import spin_node
 from fowm_xarm.topics import EpisodeEvent
 
 NODE_NAME = "fowm_planner"
@@ -528,19 +528,7 @@ class PlannerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PlannerNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(PlannerNode, args)
 
 
 if __name__ == "__main__":

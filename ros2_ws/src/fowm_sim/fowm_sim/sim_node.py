@@ -21,9 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float32
 from std_srvs.srv import Trigger
@@ -33,6 +31,7 @@ from fowm_sim.config import SimConfig
 from fowm_sim.env import XArmTaskEnv
 from fowm_xarm import topics
 from fowm_xarm.limits import JOINT_LOWER, JOINT_UPPER
+from fowm_xarm.ros_node import spin_node
 from fowm_xarm.topics import EpisodeEvent, TopicSpec
 
 CLOCK_MODES = ("realtime", "lockstep")
@@ -261,20 +260,7 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(SimNode, args, SimNode.close)
 
 
 if __name__ == "__main__":

@@ -26,16 +26,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from fowm_trainer.settings import param
 from fowm_xarm import topics
 from fowm_xarm.episode_bag import EpisodeBagError, EpisodeBagWriter
+from fowm_xarm.ros_node import spin_node
 from fowm_xarm.topics import EpisodeEvent, QosKind, TopicSpec
 
 NODE_NAME = "fowm_recorder"
@@ -257,20 +256,7 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RecorderNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(RecorderNode, args, RecorderNode.shutdown)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float32MultiArray, String
@@ -33,6 +31,7 @@ from std_msgs.msg import Float32, Float32MultiArray, String
 from fowm_trainer.color_reward import ColorRewardConfig, color_reward
 from fowm_xarm import topics
 from fowm_xarm.observation import image_to_rgb, joint_state_to_arrays
+from fowm_xarm.ros_node import spin_node
 from fowm_xarm.topics import EpisodeEvent
 
 SOURCES = ("operator", "classifier", "color")
@@ -202,19 +201,7 @@ class RewardNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RewardNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(RewardNode, args)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.srv import SetParametersAtomically
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import UInt8MultiArray
@@ -44,6 +42,7 @@ from fowm_trainer.recorder_node import declare_config
 from fowm_trainer.settings import observation_config, param, parse_overrides
 from fowm_xarm import topics
 from fowm_xarm.observation import SIM_CAMERA_CROP
+from fowm_xarm.ros_node import spin_node
 
 NODE_NAME = "fowm_trainer"
 COMMIT = ("model.version", "model.sha256", "model.signature")
@@ -363,20 +362,7 @@ class TrainerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = TrainerNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(TrainerNode, args, TrainerNode.shutdown)
 
 
 if __name__ == "__main__":

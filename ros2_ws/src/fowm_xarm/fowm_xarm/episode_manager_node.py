@@ -30,9 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32, Float32MultiArray, String
@@ -44,6 +42,7 @@ from fowm_xarm.command import ActionMapper, SafetyLimits
 from fowm_xarm.kinematics import HOME_Q, XArm7Kinematics
 from fowm_xarm.limits import JOINT_LOWER, JOINT_UPPER
 from fowm_xarm.observation import joint_state_to_arrays
+from fowm_xarm.ros_node import spin_node
 from fowm_xarm.topics import EpisodeEvent
 
 OPERATOR_LABEL_TOPIC = "/fowm/operator_label"  # std_msgs/String "success" | "failure", reliable
@@ -333,19 +332,7 @@ class EpisodeManagerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EpisodeManagerNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(EpisodeManagerNode, args)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32
@@ -44,6 +42,7 @@ from fowm_xarm import topics
 from fowm_xarm.command import ActionMapper, SafetyLimits
 from fowm_xarm.kinematics import XArm7Kinematics
 from fowm_xarm.limits import JOINT_LOWER, JOINT_UPPER, JOINT_VELOCITY_LIMIT, WorkspaceLimits
+from fowm_xarm.ros_node import spin_node
 from fowm_xarm.xarm_sdk import (
     SDK_BACKENDS,
     SERVO_MODE,
@@ -438,20 +437,7 @@ class XArmDriverNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = XArmDriverNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(XArmDriverNode, args, XArmDriverNode.close)
 
 
 if __name__ == "__main__":
