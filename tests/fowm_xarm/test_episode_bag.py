@@ -187,6 +187,10 @@ def test_episode_events_round_trip_and_reject_bad_payloads():
         "task": "lift",
         "seed": 1,
     }
+    start = EpisodeEvent("start", 2, "reach", 5, first_obs_stamp_ns=1_000_160_000_000)
+    assert EpisodeEvent.from_json(start.to_json()) == start
+    with pytest.raises(ValueError, match="first_obs_stamp_ns"):
+        EpisodeEvent.from_json('{"event": "start", "episode": 0, "task": "reach", "first_obs_stamp_ns": -1}')
     with pytest.raises(ValueError, match="must be one of"):
         EpisodeEvent("stop", 0, "reach")
     with pytest.raises(ValueError, match="not JSON"):

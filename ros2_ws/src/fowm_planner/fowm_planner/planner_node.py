@@ -125,6 +125,7 @@ class PlannerNode(Node):
         self._estop = False
         self._first_step = True
         self._last_decided_stamp = -1  # lockstep: stamp of the last observation acted on
+        self._last_acted_stamp = -1  # any mode: stamp of the last observation a plan started from
         self._awaiting_start = False  # lockstep: an episode ended; wait for the next "start"
         self._skip_through = -1  # lockstep: never act on observations stamped at or before this
         self._last_decision: Decision | None = None
@@ -233,7 +234,13 @@ class PlannerNode(Node):
             self.get_logger().warning(f"ignored malformed episode event: {e}")
             return
         if event.event == "start":
-            self._first_step = True
+            stamp = event.first_obs_stamp_ns
+            if stamp is not None and self._last_acted_stamp >= stamp:
+                # A late (latched) start event for an episode we already act in: its first step is
+                # behind us, and flagging the next one as first would throw the warm start away.
+                self.get_logger().info(f"episode {event.episode}: start heard late, warm start kept")
+            else:
+                self._first_step = True
             self._awaiting_start = False
             if self._lockstep:
                 self._schedule_lockstep()
@@ -320,7 +327,7 @@ class PlannerNode(Node):
             self._start_background_plan(observed)
             return
         decision = self.decider.decide(observed, first_step=self._first_step)
-        self._first_step = False
+        self._first_step, self._last_acted_stamp = False, observed.stamp_ns
         if decision.plan_latency_s is not None:
             self.plan_latency.add(decision.plan_latency_s)
         self._publish(decision, observed.stamp_ns)
@@ -336,6 +343,7 @@ class PlannerNode(Node):
             self._publish(self.decider.fallback_decision(observed), observed.stamp_ns)
             return
         first, self._first_step = self._first_step, False
+        self._last_acted_stamp = observed.stamp_ns
         self._inflight = _InFlight(observed)
         self._background.start(observed.obs, first, self._plan_done_guard.trigger)
         self._deadline_timer.reset()

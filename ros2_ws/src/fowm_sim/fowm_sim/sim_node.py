@@ -159,8 +159,10 @@ class SimNode(Node):
         self._return = 0.0
         self._steps = 0
         self._success = False
-        self._publish_event(EpisodeEvent("start", self._episode, self.config.task, seed))
-        self._publish_observation()
+        stamp = self._now_ns()
+        event = EpisodeEvent("start", self._episode, self.config.task, seed, first_obs_stamp_ns=stamp)
+        self._publish_event(event)
+        self._publish_observation(stamp)
 
     def _end_episode(self) -> None:
         self._publish_event(
@@ -203,8 +205,8 @@ class SimNode(Node):
     def _now_ns(self) -> int:
         return self._sim_time_ns if self._lockstep else self.get_clock().now().nanoseconds
 
-    def _publish_observation(self) -> None:
-        stamp = self._now_ns()
+    def _publish_observation(self, stamp: int | None = None) -> None:
+        stamp = self._now_ns() if stamp is None else stamp
         js = topics.joint_state_msg(
             stamp, self.env.joint_positions(), self.env.joint_velocities(), self.env.gripper_position()
         )

@@ -12,7 +12,7 @@ live topic and a recorded bag hold byte-identical messages. Importing this modul
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -169,6 +169,9 @@ class EpisodeEvent:
     steps: int | None = None  # decisions taken, set at "end"
     terminated: bool | None = None  # at "end": True = the task ended it (true terminal, no bootstrapping);
     # False or None = a time limit or an operator cut it (the value after the last step still counts)
+    first_obs_stamp_ns: int | None = None  # at "start", when known: stamp of the episode's first
+    # observation, so a consumer that hears the event late (a latched event reaching a planner that
+    # joined after it) can tell whether it already acted in this episode
 
     def __post_init__(self) -> None:
         if self.event not in EPISODE_EVENTS:
@@ -177,9 +180,14 @@ class EpisodeEvent:
             raise ValueError(f"episode index must be a non-negative int, got {self.episode!r}")
         if not isinstance(self.task, str) or not self.task:
             raise ValueError(f"episode task must be a non-empty string, got {self.task!r}")
+        stamp = self.first_obs_stamp_ns
+        if stamp is not None and (not isinstance(stamp, int) or isinstance(stamp, bool) or stamp < 0):
+            raise ValueError(f"first_obs_stamp_ns must be non-negative integer nanoseconds, got {stamp!r}")
 
     def to_json(self) -> str:
         payload = {"event": self.event, "episode": self.episode, "task": self.task, "seed": self.seed}
+        if self.event == "start" and self.first_obs_stamp_ns is not None:
+            payload["first_obs_stamp_ns"] = self.first_obs_stamp_ns
         if self.event == "end":
             payload.update(success=self.success, episode_return=self.episode_return, steps=self.steps)
             if self.terminated is not None:
@@ -197,7 +205,7 @@ class EpisodeEvent:
         missing = {"event", "episode", "task"} - set(payload)
         if missing:
             raise ValueError(f"episode event lacks keys {sorted(missing)}: {text[:80]!r}")
-        known = {"event", "episode", "task", "seed", "success", "episode_return", "steps", "terminated"}
+        known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in payload.items() if k in known})
 
 
