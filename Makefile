@@ -12,11 +12,12 @@ DEMO_ARGS ?=
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k planner -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo demo-inprocess test lint bench lock clean
+.PHONY: help setup demo demo-inprocess eval test lint bench lock clean
 
 help:
 	@echo "make demo   - set up, then run the main job through the ROS 2 nodes on the MuJoCo sim"
 	@echo "make demo-inprocess - the same learning in one process, without nodes (fast experiments)"
+	@echo "make eval   - FOWM vs the TD-MPC baseline on reach/push/lift, 3 seeds (hours on a 2-core CPU)"
 	@echo "make test   - set up, lint, then run the whole test suite"
 	@echo "make bench  - set up, then run the benchmarks, one torch thread each (writes bench-results/)"
 	@echo "make lint   - ruff"
@@ -33,6 +34,11 @@ demo: setup
 # The same algorithm in one process, without nodes: the fast path for experiments.
 demo-inprocess: setup
 	@$(PY) -m fowm_bringup.demo $(DEMO_ARGS)
+
+# FOWM vs TD-MPC from the camera, as the paper compares them (long; resumable; EVAL_ARGS=--help).
+EVAL_ARGS ?=
+eval: setup
+	@$(PY) -m fowm_bringup.eval $(EVAL_ARGS)
 
 test: setup lint
 	@$(PY) -m pytest $(PYTEST_ARGS)

@@ -58,6 +58,9 @@ class DemoConfig:
     """Preset overrides as dotted key=value pairs, e.g. ('optim.batch_size=128',)."""
     seed: int = 1
     """Seed of the agent, data collection and online episodes (eval seeds are fixed and disjoint)."""
+    threads: int = 1
+    """torch threads (torch's default, one per core, made small models 10-100x slower next to a
+    busy neighbour on a 2-core CPU)."""
     out: str = "artifacts/demo"
     """Output directory."""
     progress: bool = True
@@ -78,6 +81,8 @@ class DemoConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         if self.offline_updates < 0 or self.online_episodes < 0:
             raise ValueError("--offline-updates and --online-episodes must be >= 0")
+        if self.threads < 1:
+            raise ValueError("--threads must be >= 1")
         parse_overrides(self.overrides)  # fail before any work if malformed
 
 
@@ -149,6 +154,7 @@ class ObservationFilter:
 
 
 def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
+    import torch
     from tqdm import tqdm
 
     from fowm_core.agent import FOWMAgent
@@ -161,6 +167,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
 
+    torch.set_num_threads(cfg.threads)
     # sim-state runs discard the rgb observation: render it small and directly instead of from a
     # 640x480 frame (the demo GIF renders its own full frames either way).
     sim = XArmTaskEnv(task, SimConfig(task=task, obs_from_full_frame=cfg.observations != "sim-state"))
@@ -380,6 +387,7 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
         help="preset overrides, e.g. optim.batch_size=128 planner.dtype=float32",
     )
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     p.add_argument("--out", default=d.out)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -395,6 +403,7 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
         expert_noise=a.expert_noise,
         overrides=tuple(a.set),
         seed=a.seed,
+        threads=a.threads,
         out=a.out,
         progress=not a.no_progress,
     )
