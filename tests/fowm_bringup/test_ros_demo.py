@@ -72,6 +72,7 @@ def in_process_pretrain(out: Path, updates: int):
 
 @pytest.mark.slow
 def test_ros_path_equals_in_process_path(tmp_path):
+    from fowm_bringup.demo import prior_policy
     from fowm_core.training import evaluate
     from fowm_core.weights import load_weights
     from fowm_sim.env import XArmTaskEnv
@@ -108,13 +109,17 @@ def test_ros_path_equals_in_process_path(tmp_path):
             return rng.uniform(-1.0, 1.0, 4).astype(np.float32)
 
         random_in_process = [evaluate(None, env, 1, seeds=[s], policy=uniform)["return"] for s in seeds]
+        prior = [evaluate(None, env, 1, seeds=[s], policy=prior_policy(agent))["return"] for s in seeds]
     finally:
         env.close()
     ros = [e["episode_return"] for e in evaluation["pretrained"]["episodes"]]
     np.testing.assert_allclose(ros, in_process, rtol=0, atol=1e-4)
     ros_random = [e["episode_return"] for e in evaluation["random"]["episodes"]]
     np.testing.assert_allclose(ros_random, random_in_process, rtol=0, atol=1e-4)
-    assert not np.allclose(ros, ros_random)  # two different policies really ran
+    ros_prior = [e["episode_return"] for e in evaluation["pretrained_prior"]["episodes"]]
+    np.testing.assert_allclose(ros_prior, prior, rtol=0, atol=1e-4)  # policy:=prior, the network alone
+    assert not np.allclose(ros, ros_random)  # different policies really ran
+    assert not np.allclose(ros, ros_prior)
 
     # Artefacts of the stages that ran.
     frames = imageio.mimread(out / "eval.gif")
@@ -126,6 +131,7 @@ def test_ros_path_equals_in_process_path(tmp_path):
 
 @pytest.mark.slow
 def test_short_ros_pipeline_finetunes_through_the_nodes_and_survives_the_trainer(tmp_path):
+    from fowm_bringup.ros_demo import POLICIES
     from fowm_core.weights import load_weights, weights_sha256
     from fowm_trainer.ingest import stored_digest
     from fowm_trainer.online import checkpoint_extra
@@ -140,7 +146,7 @@ def test_short_ros_pipeline_finetunes_through_the_nodes_and_survives_the_trainer
     # Every stage left its artefacts.
     assert len(list((out / "bags" / "offline").glob("episode_*"))) == 3
     assert (out / "pretrain" / "weights.safetensors").is_file()
-    assert set(summary["evaluation"]) == {"random", "pretrained", "finetuned"}
+    assert tuple(summary["evaluation"]) == POLICIES  # random, then planner and prior per weights
     for result in summary["evaluation"].values():
         assert [e["seed"] for e in result["episodes"]] == [10_000 + i for i in range(EVAL_EPISODES)]
     assert len(imageio.mimread(out / "eval.gif")) >= 20

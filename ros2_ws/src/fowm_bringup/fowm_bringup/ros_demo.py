@@ -48,7 +48,9 @@ EVAL_SEED_BASE = 10_000  # held-out: data uses seeds 0.., online episodes 1_000 
 ONLINE_SEED_BASE = 1_000
 ONLINE_GRAPH, EVAL_GRAPH = "sim", "planner"
 PLANNER, TRAINER, SIM, RECORDER = "fowm_planner", "fowm_trainer", "fowm_sim", "fowm_recorder"
-POLICIES = ("random", "pretrained", "finetuned")
+# Evaluations, in the table's order: "<weights>_prior" is the policy network alone (the planner node's
+# policy:=prior), so a planner that spoils a good prior, or rescues a poor one, shows.
+POLICIES = ("random", "pretrained", "pretrained_prior", "finetuned", "finetuned_prior")
 
 
 @dataclass
@@ -381,7 +383,7 @@ def evaluate_through_planner(
         diag = dict(monitor.diagnostics.get(PLANNER, {}))
     return dict(
         policy=label,
-        weights=str(weights) if policy == "plan" else None,
+        weights=str(weights) if policy != "random" else None,
         success_rate=float(np.mean([r["success"] for r in results])),
         episode_return=float(np.mean([r["episode_return"] for r in results])),
         episodes=results,
@@ -461,11 +463,11 @@ def plot_learning_curves(path: Path, summary: dict[str, Any], layout: Layout) ->
 def print_table(summary: dict[str, Any]) -> None:
     seeds = f"{EVAL_SEED_BASE}..{EVAL_SEED_BASE + summary['config']['eval_episodes'] - 1}"
     print(f"\n{summary['config']['task']}: evaluation through the planner node on held-out seeds {seeds}")
-    print(f"  {'policy':<12} {'success':>8} {'return':>8}")
+    print(f"  {'policy':<17} {'success':>8} {'return':>8}   (_prior: the policy network alone, no planning)")
     for name in POLICIES:
         r = summary["evaluation"].get(name)
         if r:
-            print(f"  {name:<12} {r['success_rate']:>8.0%} {r['episode_return']:>8.2f}")
+            print(f"  {name:<17} {r['success_rate']:>8.0%} {r['episode_return']:>8.2f}")
     data = summary["data"]
     print(f"  (offline data: {data['episodes']} medium episodes, success {data['success_rate']:.0%})")
     online = summary.get("online")
@@ -560,9 +562,15 @@ def run(cfg: RosDemoConfig) -> dict[str, Any]:
         evaluation["pretrained"] = evaluate_through_planner(
             cfg, layout, monitor, "pretrained", pretrained_weights, gif=gif if last == "pretrained" else None
         )
+        evaluation["pretrained_prior"] = evaluate_through_planner(
+            cfg, layout, monitor, "pretrained_prior", pretrained_weights, "prior"
+        )
         if cfg.online_episodes:
             evaluation["finetuned"] = evaluate_through_planner(
                 cfg, layout, monitor, "finetuned", final_weights, gif=gif
+            )
+            evaluation["finetuned_prior"] = evaluate_through_planner(
+                cfg, layout, monitor, "finetuned_prior", final_weights, "prior"
             )
         timings["evaluate_s"] = time.perf_counter() - t0
     finally:

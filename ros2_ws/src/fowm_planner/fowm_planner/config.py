@@ -13,7 +13,7 @@ from fowm_xarm.observation import SIM_CAMERA_CROP, ObservationConfig
 
 CLOCK_MODES = ("realtime", "lockstep")
 FALLBACKS = ("policy", "hold")
-POLICIES = ("plan", "random")
+POLICIES = ("plan", "prior", "random")
 OBSERVATIONS = ("rgb+state", "rgb", "state")
 
 
@@ -33,7 +33,9 @@ class PlannerNodeConfig:
     device: str = _param("", "torch device (cpu, cuda); empty: the preset's. cuda without a GPU: cpu")
     torch_threads: int = _param(1, "torch.set_num_threads (1 leaves cores to the sim and the trainer)")
     policy: str = _param(
-        "plan", "plan (FOWM planning) or random (uniform actions through the same safety layer: a baseline)"
+        "plan",
+        "plan (FOWM planning), prior (the policy network alone, no planning) or random (uniform actions); "
+        "all go through the same safety layer",
     )
     explore: bool = _param(False, "add the planner's exploration noise (online data); false: evaluation")
     # -- weights ---------------------------------------------------------------------------------
