@@ -252,9 +252,14 @@ def test_episodes_reset_after_episode_length_and_on_service(ros_node, ros_proces
     )
     end = next(e for e in listener.events if e["event"] == "end")
     assert (end["episode"], end["steps"], end["seed"]) == (0, 2, SEED)
-    assert listener.events[-1] == {"event": "start", "episode": 1, "seed": SEED + 1, "task": "reach"}
-    # The new episode's first observation has a stamp of its own (the reset takes one period).
-    assert spin_until(ros_node, lambda: START_NS + 3 * PERIOD_NS in listener.joint_states, 10)
+    # The new episode's first observation has a stamp of its own (the reset takes one period), and
+    # the start event names it, so a consumer that hears the latched event late knows its episode.
+    first_obs = START_NS + 3 * PERIOD_NS
+    assert listener.events[-1] == {
+        "event": "start", "episode": 1, "seed": SEED + 1, "task": "reach", "first_obs_stamp_ns": first_obs
+    }  # fmt: skip
+    assert listener.events[0]["first_obs_stamp_ns"] == START_NS
+    assert spin_until(ros_node, lambda: first_obs in listener.joint_states, 10)
 
     client = ros_node.create_client(Trigger, "/fowm_sim/reset")
     assert client.wait_for_service(timeout_sec=10)
