@@ -198,7 +198,7 @@ def bench_push(pushes: int, tmp: Path, env: dict[str, str]) -> dict[str, float]:
         for version, blob in enumerate(blobs, start=1):
             t0 = time.perf_counter()
             data = topics.weights_msg(blob)
-            signature = sign_weights(blob, key)
+            signature = sign_weights(blob, key, version)
             t1 = time.perf_counter()
             pub.publish(data)
             request = SetParametersAtomically.Request()

@@ -21,15 +21,21 @@ from fowm_core.weights import (
 def test_sign_and_verify_round_trip_and_tampering(tmp_path: Path) -> None:
     key = load_key_file(generate_key_file(tmp_path / "robot.key"))
     blob = os.urandom(1000)
-    sig = sign_weights(blob, key)
-    verify_weights_signature(blob, sig, key)
+    sig = sign_weights(blob, key, 3)
+    verify_weights_signature(blob, sig, key, 3)
     with pytest.raises(WeightsError, match="signature mismatch"):
-        verify_weights_signature(blob[:-1] + bytes([blob[-1] ^ 1]), sig, key)
+        verify_weights_signature(blob[:-1] + bytes([blob[-1] ^ 1]), sig, key, 3)
+    # The signature binds the version: the same blob and signature under another version is refused
+    # (a recorded update cannot be replayed as a newer one).
+    with pytest.raises(WeightsError, match="not signed as version 4"):
+        verify_weights_signature(blob, sig, key, 4)
     other = load_key_file(generate_key_file(tmp_path / "other.key"))
     with pytest.raises(WeightsError, match="signature mismatch"):
-        verify_weights_signature(blob, sign_weights(blob, other), key)
+        verify_weights_signature(blob, sign_weights(blob, other, 3), key, 3)
     with pytest.raises(WeightsError, match="64-character"):
-        verify_weights_signature(blob, "abc", key)
+        verify_weights_signature(blob, "abc", key, 3)
+    with pytest.raises(WeightsError, match="non-negative int"):
+        sign_weights(blob, key, -1)
 
 
 def test_key_files_are_private_never_overwritten_and_checked(tmp_path: Path) -> None:

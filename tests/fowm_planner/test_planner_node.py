@@ -360,7 +360,7 @@ class Trainer:
         from fowm_core.weights import sign_weights, weights_sha256
 
         self.publish(blob)
-        return self.commit(version, weights_sha256(blob), sign_weights(blob, key or self.key))
+        return self.commit(version, weights_sha256(blob), sign_weights(blob, key or self.key, version))
 
 
 def _get_parameters(node, names: list[str]) -> list:
@@ -378,6 +378,7 @@ def test_signed_weight_updates_and_estop(ros_node, ros_processes, tmp_path):
         generate_key_file,
         load_key_file,
         save_weights,
+        sign_weights,
         weights_sha256,
         weights_to_bytes,
     )
@@ -436,6 +437,12 @@ def test_signed_weight_updates_and_estop(ros_node, ros_processes, tmp_path):
         lambda: trainer.commit(8, weights_sha256(b"never sent"), "0" * 64, wait_for_blob=False),
         "no received weights blob",
     )
+    # Replays of the accepted update: its signature under a higher version (the version is signed),
+    # and a correctly signed update that is not newer than the loaded one (no rollback).
+    sig7 = sign_weights(new_blob, key, 7)
+    replay = (lambda: trainer.commit(10, weights_sha256(new_blob), sig7), "signed as version 10")
+    bad["replayed as newer"] = replay
+    bad["rollback"] = (lambda: trainer.send(7, later_blob), "not newer than the loaded version 7")
     reasons = {}
     t_bad = time.monotonic()
     for case, (send, phrase) in bad.items():
@@ -450,7 +457,7 @@ def test_signed_weight_updates_and_estop(ros_node, ros_processes, tmp_path):
     assert listener.motions_after(t_bad) > 5
     version, sha = _get_parameters(ros_node, ["model.version", "model.sha256"])
     assert (version.integer_value, sha.string_value) == (7, weights_sha256(new_blob))
-    assert spin_until(ros_node, lambda: listener.diagnostics.get("weights_rejected") == "6", 10)
+    assert spin_until(ros_node, lambda: listener.diagnostics.get("weights_rejected") == "8", 10)
 
     # E-stop: holds through a weight update and stop/start, until cleared.
     assert "latched" in _trigger(ros_node, "estop")

@@ -125,20 +125,29 @@ def generate_key_file(path: str | Path) -> Path:
     return path
 
 
-def sign_weights(data: bytes, key: bytes) -> str:
-    """Hex HMAC-SHA256 of a weights blob under `key`."""
+def _signed_message(data: bytes, version: int) -> bytes:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise WeightsError(f"weights version must be a non-negative int, got {version!r}")
+    return b"fowm-weights-v1\n" + str(version).encode() + b"\n" + data
+
+
+def sign_weights(data: bytes, key: bytes, version: int) -> str:
+    """Hex HMAC-SHA256 under `key` of a weights blob bound to its version: a recorded (blob,
+    signature) pair cannot be committed again under another version number (no rollback by replay)."""
     if len(key) < MIN_KEY_BYTES:
         raise WeightsError(f"signing key too short ({len(key)} bytes, need {MIN_KEY_BYTES})")
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return hmac.new(key, _signed_message(data, version), hashlib.sha256).hexdigest()
 
 
-def verify_weights_signature(data: bytes, signature: str, key: bytes) -> None:
-    """Raise WeightsError unless `signature` is the HMAC-SHA256 of `data` under `key` (compared in
+def verify_weights_signature(data: bytes, signature: str, key: bytes, version: int) -> None:
+    """Raise WeightsError unless `signature` is `sign_weights(data, key, version)` (compared in
     constant time)."""
     if not isinstance(signature, str) or len(signature) != 64:
         raise WeightsError("signature is not a 64-character hex HMAC-SHA256")
-    if not hmac.compare_digest(sign_weights(data, key), signature.lower()):
-        raise WeightsError("signature mismatch: the weights were not signed with this robot's key")
+    if not hmac.compare_digest(sign_weights(data, key, version), signature.lower()):
+        raise WeightsError(
+            f"signature mismatch: these weights were not signed as version {version} with this robot's key"
+        )
 
 
 def keygen_main(argv: list[str] | None = None) -> int:

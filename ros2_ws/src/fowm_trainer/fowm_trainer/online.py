@@ -136,7 +136,7 @@ class OnlineTrainer:
         with self.lock:
             self.version += 1
             version = self.version
-        signature = sign_weights(blob, key) if key else ""
+        signature = sign_weights(blob, key, version) if key else ""
         return SignedWeights(version, blob, weights_sha256(blob), signature, self.agent.num_updates)
 
     # ------------------------------------------------------------------ persistence
