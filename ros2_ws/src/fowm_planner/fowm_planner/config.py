@@ -4,12 +4,12 @@ values come from fowm_bringup/config/planner.yaml, and __post_init__ validates t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from fowm_xarm.command import ActionMapper, SafetyLimits
 from fowm_xarm.kinematics import XArm7Kinematics
 from fowm_xarm.limits import WorkspaceLimits
 from fowm_xarm.observation import SIM_CAMERA_CROP, ObservationConfig
+from fowm_xarm.ros_node import param
 
 CLOCK_MODES = ("realtime", "lockstep")
 FALLBACKS = ("policy", "hold")
@@ -17,72 +17,68 @@ POLICIES = ("plan", "prior", "random")
 OBSERVATIONS = ("rgb+state", "rgb", "state")
 
 
-def _param(default: Any, doc: str) -> Any:
-    """A config field whose doc becomes the ROS parameter description."""
-    return field(default=default, metadata={"doc": doc})
-
 
 @dataclass
 class PlannerNodeConfig:
     """Parameters of the planner node (read once at startup)."""
 
     # -- model -----------------------------------------------------------------------------------
-    preset: str = _param("realtime-cpu", "fowm_core preset (paper, realtime-cpu) or a config YAML path")
-    observations: str = _param("rgb+state", "model inputs: rgb+state, rgb or state (must match the weights)")
-    weights_file: str = _param("", "weights file to start from; empty: the preset's seeded random init")
-    device: str = _param("", "torch device (cpu, cuda); empty: the preset's. cuda without a GPU: cpu")
-    torch_threads: int = _param(1, "torch.set_num_threads (1 leaves cores to the sim and the trainer)")
-    policy: str = _param(
+    preset: str = param("realtime-cpu", "fowm_core preset (paper, realtime-cpu) or a config YAML path")
+    observations: str = param("rgb+state", "model inputs: rgb+state, rgb or state (must match the weights)")
+    weights_file: str = param("", "weights file to start from; empty: the preset's seeded random init")
+    device: str = param("", "torch device (cpu, cuda); empty: the preset's. cuda without a GPU: cpu")
+    torch_threads: int = param(1, "torch.set_num_threads (1 leaves cores to the sim and the trainer)")
+    policy: str = param(
         "plan",
         "plan (FOWM planning), prior (the policy network alone, no planning) or random (uniform actions); "
         "all go through the same safety layer",
     )
-    explore: bool = _param(False, "add the planner's exploration noise (online data); false: evaluation")
+    explore: bool = param(False, "add the planner's exploration noise (online data); false: evaluation")
     # -- weights ---------------------------------------------------------------------------------
-    key_file: str = _param("", "HMAC key file (fowm-keygen) that weight updates must be signed with")
-    require_signature: bool = _param(True, "reject unsigned weight updates; false only for the sim (warns)")
+    key_file: str = param("", "HMAC key file (fowm-keygen) that weight updates must be signed with")
+    require_signature: bool = param(True, "reject unsigned weight updates; false only for the sim (warns)")
     # -- control loop ----------------------------------------------------------------------------
-    clock_mode: str = _param(
+    clock_mode: str = param(
         "realtime", "realtime (a timer every control_period) or lockstep (one plan per new observation stamp)"
     )
-    control_period: float = _param(0.16, "seconds between commands; also each trajectory's time_from_start")
-    plan_budget: float = _param(
+    control_period: float = param(0.16, "seconds between commands; also each trajectory's time_from_start")
+    plan_budget: float = param(
         0.12, "realtime deadline for one plan (s); a plan predicted or measured slower counts as a miss"
     )
-    deadline_fallback: str = _param("policy", "on a deadline miss: policy (the policy net's action) or hold")
-    plan_in_thread: bool = _param(
+    deadline_fallback: str = param("policy", "on a deadline miss: policy (the policy net's action) or hold")
+    plan_in_thread: bool = param(
         True, "realtime: plan on a worker thread against a real deadline; false: in the timer callback"
     )
-    lockstep_settle: float = _param(
+    lockstep_settle: float = param(
         0.03, "lockstep: wall seconds to wait after a new observation for episode events sent with it"
     )
-    autostart: bool = _param(True, "command from the start; false: wait for ~/start")
-    pause_after_episode: bool = _param(
+    autostart: bool = param(True, "command from the start; false: wait for ~/start")
+    pause_after_episode: bool = param(
         False, "stop at each episode's end until ~/start (an orchestrator swaps weights between episodes)"
     )
     # -- watchdog --------------------------------------------------------------------------------
-    stale_periods: float = _param(3.0, "inputs older than this many control periods are stale: hold")
-    log_throttle: float = _param(2.0, "seconds between repeated watchdog log lines")
-    diagnostics_period: float = _param(1.0, "seconds between /diagnostics messages")
+    stale_periods: float = param(3.0, "inputs older than this many control periods are stale: hold")
+    log_throttle: float = param(2.0, "seconds between repeated watchdog log lines")
+    diagnostics_period: float = param(1.0, "seconds between /diagnostics messages")
     # -- observation and action path (fowm_xarm) -------------------------------------------------
-    image_size: int = _param(84, "side of the square rgb observation (ObservationConfig.image_size)")
+    image_size: int = param(84, "side of the square rgb observation (ObservationConfig.image_size)")
     image_crop: list[int] = field(
         default_factory=lambda: list(SIM_CAMERA_CROP),
         metadata={"doc": "square ROI x, y, w, h of the camera frame shrunk to image_size; []: centre square"},
     )
-    max_delta_m: float = _param(0.05, "TCP displacement (m) of an action component of +-1")
+    max_delta_m: float = param(0.05, "TCP displacement (m) of an action component of +-1")
     # -- safety layer (fowm_xarm.command.SafetyLimits) -------------------------------------------
-    max_joint_step_rad: float = _param(0.3, "largest joint target change per tick from the measurement (rad)")
-    joint_margin_rad: float = _param(0.0, "targets stay this far inside the joint position limits (rad)")
+    max_joint_step_rad: float = param(0.3, "largest joint target change per tick from the measurement (rad)")
+    joint_margin_rad: float = param(0.0, "targets stay this far inside the joint position limits (rad)")
     workspace_min: list[float] = field(
         default_factory=lambda: [0.25, -0.30, 0.015], metadata={"doc": "TCP box low corner x, y, z (m)"}
     )
     workspace_max: list[float] = field(
         default_factory=lambda: [0.65, 0.30, 0.45], metadata={"doc": "TCP box high corner x, y, z (m)"}
     )
-    workspace_tol_m: float = _param(0.01, "slack on the workspace box for IK residuals (m)")
-    gripper_min: float = _param(0.0, "smallest gripper opening command (0 closed)")
-    gripper_max: float = _param(1.0, "largest gripper opening command (1 open)")
+    workspace_tol_m: float = param(0.01, "slack on the workspace box for IK residuals (m)")
+    gripper_min: float = param(0.0, "smallest gripper opening command (0 closed)")
+    gripper_max: float = param(1.0, "largest gripper opening command (1 open)")
 
     def __post_init__(self) -> None:
         if self.observations not in OBSERVATIONS:

@@ -20,7 +20,7 @@ under load), so a weight swap or a service call always lands between two decisio
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ from fowm_planner.weight_commit import COMMIT_PARAMETERS, SHA256, SIGNATURE, VER
 from fowm_xarm import topics
 from fowm_xarm.kinematics import HOME_Q
 from fowm_xarm.observation import RGB_KEY, make_observation
-from fowm_xarm.ros_node import spin_node
+from fowm_xarm.ros_node import declare_config, spin_node
 from fowm_xarm.topics import EpisodeEvent
 
 NODE_NAME = "fowm_planner"
@@ -68,14 +68,7 @@ class PlannerNode(Node):
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__(NODE_NAME, **overrides)
-        defaults = PlannerNodeConfig()
-        for f in fields(PlannerNodeConfig):
-            self.declare_parameter(
-                f.name, getattr(defaults, f.name), ParameterDescriptor(description=f.metadata["doc"])
-            )
-        self.config = cfg = PlannerNodeConfig(
-            **{f.name: self.get_parameter(f.name).value for f in fields(PlannerNodeConfig)}
-        )
+        self.config = cfg = declare_config(self, PlannerNodeConfig)
         log = self.get_logger()
 
         # -- model and weights -------------------------------------------------------------------

@@ -17,11 +17,10 @@ Episodes reset after episode_length decisions (or a terminal step) and on the ~/
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from std_msgs.msg import Float32
 from std_srvs.srv import Trigger
@@ -31,7 +30,7 @@ from fowm_sim.config import SimConfig
 from fowm_sim.env import XArmTaskEnv
 from fowm_xarm import topics
 from fowm_xarm.limits import JOINT_LOWER, JOINT_UPPER
-from fowm_xarm.ros_node import spin_node
+from fowm_xarm.ros_node import declare_config, param, publish_episode_event, spin_node
 from fowm_xarm.topics import EpisodeEvent, TopicSpec
 
 CLOCK_MODES = ("realtime", "lockstep")
@@ -39,26 +38,22 @@ CLOCK_MODES = ("realtime", "lockstep")
 LOCKSTEP_START_NS = 10**9
 
 
-def _param(default: Any, doc: str) -> Any:
-    """A config field whose doc becomes the ROS parameter description."""
-    return field(default=default, metadata={"doc": doc})
-
 
 @dataclass
 class SimNodeConfig:
     """Parameters of the sim node; each field is declared as a ROS parameter with its doc."""
 
-    task: str = _param("reach", "task of the env: reach, push or lift")
-    seed: int = _param(0, "episode n resets with seed + n")
-    clock_mode: str = _param(
+    task: str = param("reach", "task of the env: reach, push or lift")
+    seed: int = param(0, "episode n resets with seed + n")
+    clock_mode: str = param(
         "lockstep",
         "realtime (a wall-clock timer steps, holding the last targets) or lockstep (a step per command)",
     )
-    control_period: float = _param(0.16, "seconds of sim time per decision")
-    episode_length: int = _param(25, "decisions per episode before an automatic reset")
-    publish_images: bool = _param(True, "publish the 640x480 camera image and camera info")
-    frame_id: str = _param("camera_color_optical_frame", "frame_id of the camera messages")
-    episode_events: bool = _param(
+    control_period: float = param(0.16, "seconds of sim time per decision")
+    episode_length: int = param(25, "decisions per episode before an automatic reset")
+    publish_images: bool = param(True, "publish the 640x480 camera image and camera info")
+    frame_id: str = param("camera_color_optical_frame", "frame_id of the camera messages")
+    episode_events: bool = param(
         True,
         "own the episodes: publish /fowm/episode events and reset after episode_length decisions; false "
         "when fowm_episode_manager owns them (it resets the scene through ~/reset)",
@@ -86,14 +81,7 @@ class SimNode(Node):
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__("fowm_sim", **overrides)
-        defaults = SimNodeConfig()
-        for f in fields(SimNodeConfig):
-            self.declare_parameter(
-                f.name, getattr(defaults, f.name), ParameterDescriptor(description=f.metadata["doc"])
-            )
-        self.config = SimNodeConfig(
-            **{f.name: self.get_parameter(f.name).value for f in fields(SimNodeConfig)}
-        )
+        self.config = declare_config(self, SimNodeConfig)
         cfg = self.config
         # Without episode ownership the env never truncates: the episode manager decides (homing
         # steps between its episodes included).
@@ -180,8 +168,7 @@ class SimNode(Node):
     def _publish_event(self, event: EpisodeEvent) -> None:
         if not self.config.episode_events:
             return
-        self._pubs[topics.EPISODE.name].publish(topics.episode_event_msg(event))
-        self.get_logger().info(f"episode event {event.to_json()}")
+        publish_episode_event(self, self._pubs[topics.EPISODE.name], event)
 
     # -- stepping -------------------------------------------------------------------------------
 

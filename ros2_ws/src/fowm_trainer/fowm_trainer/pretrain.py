@@ -36,9 +36,10 @@ from fowm_core.metrics import MetricsLogger, read_jsonl
 from fowm_core.training import pretrain_offline
 from fowm_core.weights import load_checkpoint, save_checkpoint, save_weights
 from fowm_trainer.ingest import ACTION_DIM, BagIngestor, observation_spec, stored_digest
-from fowm_trainer.settings import build_config, observation_config, param, parse_overrides, read_params_file
+from fowm_trainer.settings import build_config, observation_config, parse_overrides, read_params_file
 from fowm_xarm.episode_bag import list_episode_bags
 from fowm_xarm.observation import SIM_CAMERA_CROP
+from fowm_xarm.ros_node import param
 
 NODE_NAME = "fowm_pretrain"  # section of the params file
 CHECKPOINT = "checkpoint.pt"

@@ -22,19 +22,15 @@ from __future__ import annotations
 import importlib
 import time
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 
-from fowm_trainer.settings import param
 from fowm_xarm import topics
 from fowm_xarm.episode_bag import EpisodeBagError, EpisodeBagWriter
-from fowm_xarm.ros_node import spin_node
+from fowm_xarm.ros_node import declare_config, param, spin_node
 from fowm_xarm.topics import EpisodeEvent, QosKind, TopicSpec
 
 NODE_NAME = "fowm_recorder"
@@ -90,33 +86,6 @@ def message_class(spec: TopicSpec) -> type:
     """The rclpy message class of a topic ("sensor_msgs/msg/Image" -> sensor_msgs.msg.Image)."""
     package, _, name = spec.msgtype.split("/")
     return getattr(importlib.import_module(f"{package}.msg"), name)
-
-
-_ARRAY_TYPES = {
-    "list[str]": Parameter.Type.STRING_ARRAY,
-    "list[int]": Parameter.Type.INTEGER_ARRAY,
-    "list[float]": Parameter.Type.DOUBLE_ARRAY,
-}
-
-
-def declare_config(node: Node, cls: type) -> Any:
-    """Declare every field of dataclass `cls` as a parameter (doc as description) and build it.
-
-    List fields are declared with their array type, since an empty default says nothing about it;
-    left unset they keep the dataclass default."""
-    base = cls()
-    values = {}
-    for f in fields(cls):
-        descriptor = ParameterDescriptor(description=f.metadata["doc"])
-        if str(f.type) in _ARRAY_TYPES:
-            node.declare_parameter(f.name, _ARRAY_TYPES[str(f.type)], descriptor)
-            try:
-                values[f.name] = list(node.get_parameter(f.name).value)
-            except ParameterUninitializedException:  # not set: the dataclass default
-                values[f.name] = list(getattr(base, f.name))
-        else:
-            values[f.name] = node.declare_parameter(f.name, getattr(base, f.name), descriptor).value
-    return cls(**values)
 
 
 def received_ns(info: Any) -> int:

@@ -38,11 +38,10 @@ from fowm_trainer.assembler import AssemblerConfig, EpisodeAssembler
 from fowm_trainer.ingest import BagIngestor, observation_spec
 from fowm_trainer.live_feed import LiveEpisodeFeed
 from fowm_trainer.online import OnlineTrainer, SignedWeights, episode_identity, set_torch_threads
-from fowm_trainer.recorder_node import declare_config
-from fowm_trainer.settings import observation_config, param, parse_overrides
+from fowm_trainer.settings import observation_config, parse_overrides
 from fowm_xarm import topics
 from fowm_xarm.observation import SIM_CAMERA_CROP
-from fowm_xarm.ros_node import spin_node
+from fowm_xarm.ros_node import declare_config, param, spin_node
 
 NODE_NAME = "fowm_trainer"
 COMMIT = ("model.version", "model.sha256", "model.signature")

@@ -25,12 +25,11 @@ Events use fowm_xarm.topics.EpisodeEvent, the JSON the sim node publishes when i
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32, Float32MultiArray, String
@@ -42,7 +41,7 @@ from fowm_xarm.command import ActionMapper, SafetyLimits
 from fowm_xarm.kinematics import HOME_Q, XArm7Kinematics
 from fowm_xarm.limits import JOINT_LOWER, JOINT_UPPER
 from fowm_xarm.observation import joint_state_to_arrays
-from fowm_xarm.ros_node import spin_node
+from fowm_xarm.ros_node import declare_config, param, publish_episode_event, spin_node
 from fowm_xarm.topics import EpisodeEvent
 
 OPERATOR_LABEL_TOPIC = "/fowm/operator_label"  # std_msgs/String "success" | "failure", reliable
@@ -56,33 +55,29 @@ class Phase(StrEnum):
     STOPPED = "stopped"  # max_episodes done
 
 
-def _param(default: Any, doc: str) -> Any:
-    """A config field whose doc becomes the ROS parameter description."""
-    return field(default=default, metadata={"doc": doc})
-
 
 @dataclass
 class EpisodeManagerConfig:
     """Parameters of fowm_episode_manager; each field is declared as a ROS parameter with its doc."""
 
-    task: str = _param("reach", "task name written into the episode events")
-    seed: int = _param(0, "episode n is announced with seed + n")
-    episode_length: int = _param(25, "decisions (/fowm/action messages) per episode")
-    max_episodes: int = _param(0, "stop after this many episodes (0 = run until stopped)")
+    task: str = param("reach", "task name written into the episode events")
+    seed: int = param(0, "episode n is announced with seed + n")
+    episode_length: int = param(25, "decisions (/fowm/action messages) per episode")
+    max_episodes: int = param(0, "stop after this many episodes (0 = run until stopped)")
     home_q: list[float] = field(
         default_factory=HOME_Q.tolist, metadata={"doc": "home joint positions joint1..joint7 (rad)"}
     )
-    home_tolerance_rad: float = _param(0.02, "homing is done when every joint is this close to home_q")
-    homing_timeout_s: float = _param(30.0, "give up homing (error, keep waiting) after this long")
-    command_duration: float = _param(0.16, "time_from_start (s) of each homing trajectory point")
-    max_joint_step_rad: float = _param(0.2, "safety layer: largest homing step per command (rad)")
-    reset_timeout_s: float = _param(
+    home_tolerance_rad: float = param(0.02, "homing is done when every joint is this close to home_q")
+    homing_timeout_s: float = param(30.0, "give up homing (error, keep waiting) after this long")
+    command_duration: float = param(0.16, "time_from_start (s) of each homing trajectory point")
+    max_joint_step_rad: float = param(0.2, "safety layer: largest homing step per command (rad)")
+    reset_timeout_s: float = param(
         0.0, "start the next episode this long after homing (0 = wait for ~/start)"
     )
-    scene_reset_service: str = _param(
+    scene_reset_service: str = param(
         "", "Trigger service that resets the scene after homing (sim: /fowm_sim/reset)"
     )
-    reward_wait_s: float = _param(0.5, "a decision with no reward after this long counts as complete")
+    reward_wait_s: float = param(0.5, "a decision with no reward after this long counts as complete")
     start_services: list[str] = field(
         default_factory=lambda: [""],
         metadata={
@@ -122,14 +117,7 @@ class EpisodeManagerNode(Node):
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__("fowm_episode_manager", **overrides)
-        defaults = EpisodeManagerConfig()
-        for f in fields(EpisodeManagerConfig):
-            self.declare_parameter(
-                f.name, getattr(defaults, f.name), ParameterDescriptor(description=f.metadata["doc"])
-            )
-        self.config = cfg = EpisodeManagerConfig(
-            **{f.name: self.get_parameter(f.name).value for f in fields(EpisodeManagerConfig)}
-        )
+        self.config = cfg = declare_config(self, EpisodeManagerConfig)
         self.home_q = np.asarray(cfg.home_q, dtype=np.float64)
         kinematics = XArm7Kinematics()
         self.mapper = ActionMapper(
@@ -221,8 +209,7 @@ class EpisodeManagerNode(Node):
             )
 
     def _publish_event(self, event: EpisodeEvent) -> None:
-        self._event_pub.publish(topics.episode_event_msg(event))
-        self.get_logger().info(f"episode event {event.to_json()}")
+        publish_episode_event(self, self._event_pub, event)
 
     # -- callbacks -------------------------------------------------------------------------------
 

@@ -14,37 +14,33 @@ from __future__ import annotations
 
 import sys
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from fowm_xarm import topics
+from fowm_xarm.ros_node import declare_config, param
 
 NODE_NAME = "realsense"
 EXIT_NO_DEVICE = 2  # distinct from a crash (1): launch files and the runner report it as such
 
-
-def _param(default: Any, doc: str) -> Any:
-    """A config field whose doc becomes the ROS parameter description."""
-    return field(default=default, metadata={"doc": doc})
 
 
 @dataclass
 class RealSenseConfig:
     """Parameters of the RealSense node; each field is declared as a ROS parameter with its doc."""
 
-    width: int = _param(640, "colour stream width (px)")
-    height: int = _param(480, "colour stream height (px)")
-    fps: int = _param(30, "colour stream frame rate (Hz)")
-    serial: str = _param("", "serial number of the camera to open; empty = the first one found")
-    frame_id: str = _param("camera_color_optical_frame", "frame_id of the image and camera info")
-    frame_timeout_ms: int = _param(5000, "longest wait for a frame before the stream counts as lost (ms)")
+    width: int = param(640, "colour stream width (px)")
+    height: int = param(480, "colour stream height (px)")
+    fps: int = param(30, "colour stream frame rate (Hz)")
+    serial: str = param("", "serial number of the camera to open; empty = the first one found")
+    frame_id: str = param("camera_color_optical_frame", "frame_id of the image and camera info")
+    frame_timeout_ms: int = param(5000, "longest wait for a frame before the stream counts as lost (ms)")
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
@@ -126,14 +122,7 @@ class RealSenseNode(Node):
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__(NODE_NAME, **overrides)
-        defaults = RealSenseConfig()
-        for f in fields(RealSenseConfig):
-            self.declare_parameter(
-                f.name, getattr(defaults, f.name), ParameterDescriptor(description=f.metadata["doc"])
-            )
-        self.config = RealSenseConfig(
-            **{f.name: self.get_parameter(f.name).value for f in fields(RealSenseConfig)}
-        )
+        self.config = declare_config(self, RealSenseConfig)
         self._image_pub = self.create_publisher(Image, topics.IMAGE.name, topics.rclpy_qos(topics.IMAGE.qos))
         self._info_pub = self.create_publisher(
             CameraInfo, topics.CAMERA_INFO.name, topics.rclpy_qos(topics.CAMERA_INFO.qos)

@@ -32,12 +32,11 @@ import sys
 import termios
 import time
 import tty
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -49,6 +48,7 @@ from fowm_xarm import topics
 from fowm_xarm.command import ActionMapper, SafetyLimits
 from fowm_xarm.kinematics import XArm7Kinematics
 from fowm_xarm.observation import joint_state_to_arrays
+from fowm_xarm.ros_node import declare_config, param
 from fowm_xarm.teleop import KeyboardTeleop, TeleopConfig
 from fowm_xarm.topics import EpisodeEvent
 
@@ -57,28 +57,24 @@ START_KEY, SUCCESS_KEY, FAILURE_KEY, QUIT_KEY = "g", "y", "n", "q"
 EPISODE_KEYS = {START_KEY: "start", SUCCESS_KEY: "success", FAILURE_KEY: "failure"}
 
 
-def _param(default: Any, doc: str) -> Any:
-    """A config field whose doc becomes the ROS parameter description."""
-    return field(default=default, metadata={"doc": doc})
-
 
 @dataclass
 class TeleopNodeConfig:
     """Parameters of fowm_teleop; each field is declared as a ROS parameter with its doc."""
 
-    input: str = _param("keyboard", "motion source: keyboard or spacemouse (pyspacemouse, when installed)")
-    step: float = _param(1.0, "one key press as a fraction of max_delta_m, in (0, 1]")
-    max_delta_m: float = _param(0.05, "TCP displacement (m) of an action component of +-1 (the sim's)")
-    max_joint_step_rad: float = _param(0.3, "safety layer: largest joint target change per decision (rad)")
-    control_period: float = _param(
+    input: str = param("keyboard", "motion source: keyboard or spacemouse (pyspacemouse, when installed)")
+    step: float = param(1.0, "one key press as a fraction of max_delta_m, in (0, 1]")
+    max_delta_m: float = param(0.05, "TCP displacement (m) of an action component of +-1 (the sim's)")
+    max_joint_step_rad: float = param(0.3, "safety layer: largest joint target change per decision (rad)")
+    control_period: float = param(
         0.16, "decisions at most this often (wall clock; a lockstep sim waits for them), s"
     )
-    command_duration: float = _param(0.16, "time_from_start (s) of each trajectory point (a decision)")
-    spacemouse_deadzone: float = _param(0.1, "SpaceMouse deflections below this are zero, in [0, 1)")
-    episode_manager: str = _param(
+    command_duration: float = param(0.16, "time_from_start (s) of each trajectory point (a decision)")
+    spacemouse_deadzone: float = param(0.1, "SpaceMouse deflections below this are zero, in [0, 1)")
+    episode_manager: str = param(
         "fowm_episode_manager", "node whose start/success/failure services keys call"
     )
-    read_stdin: bool = _param(True, "read keys from stdin when it is a terminal or a pipe")
+    read_stdin: bool = param(True, "read keys from stdin when it is a terminal or a pipe")
 
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
@@ -148,14 +144,7 @@ class TeleopNode(Node):
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__("fowm_teleop", **overrides)
-        defaults = TeleopNodeConfig()
-        for f in fields(TeleopNodeConfig):
-            self.declare_parameter(
-                f.name, getattr(defaults, f.name), ParameterDescriptor(description=f.metadata["doc"])
-            )
-        self.config = cfg = TeleopNodeConfig(
-            **{f.name: self.get_parameter(f.name).value for f in fields(TeleopNodeConfig)}
-        )
+        self.config = cfg = declare_config(self, TeleopNodeConfig)
         kinematics = XArm7Kinematics()
         self.mapper = ActionMapper(
             kinematics,

@@ -26,12 +26,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32
@@ -42,7 +41,7 @@ from fowm_xarm import topics
 from fowm_xarm.command import ActionMapper, SafetyLimits
 from fowm_xarm.kinematics import XArm7Kinematics
 from fowm_xarm.limits import JOINT_LOWER, JOINT_UPPER, JOINT_VELOCITY_LIMIT, WorkspaceLimits
-from fowm_xarm.ros_node import spin_node
+from fowm_xarm.ros_node import declare_config, param, spin_node
 from fowm_xarm.xarm_sdk import (
     SDK_BACKENDS,
     SERVO_MODE,
@@ -56,39 +55,35 @@ NODE_NAME = "xarm_driver"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 
-def _param(default: Any, doc: str) -> Any:
-    """A config field whose doc becomes the ROS parameter description."""
-    return field(default=default, metadata={"doc": doc})
-
 
 @dataclass
 class XArmDriverConfig:
     """Parameters of the xArm driver; each field is declared as a ROS parameter with its doc."""
 
-    robot_ip: str = _param("192.168.1.185", "IP address of the xArm control box")
-    sdk_backend: str = _param("sdk", "sdk (xarm.wrapper.XArmAPI) or recorded (a logging fake arm, no robot)")
-    recorded_log: str = _param("", "recorded backend: JSON-lines file every SDK call is appended to")
-    rate_hz: float = _param(150.0, "joint state publishing and servo setpoint rate (Hz)")
-    command_period_s: float = _param(0.16, "expected period of JointTrajectory commands (the planner's)")
-    stale_periods: int = _param(3, "hold (stop streaming) when no command came for this many periods")
-    ramp_time_s: float = _param(0.12, "time over which the setpoints ramp to a new target (s)")
-    max_joint_speed_rad_s: float = _param(3.14, "fastest setpoint change of any joint (rad/s)")
-    gripper_open_pulse: float = _param(850.0, "xArm gripper position (pulses) of a fully open gripper")
-    gripper_speed: float = _param(3000.0, "xArm gripper speed (r/min)")
-    gripper_poll_hz: float = _param(10.0, "how often the gripper position is read (Hz)")
-    reconnect_initial_s: float = _param(0.5, "first wait before reconnecting after a lost link (s)")
-    reconnect_max_s: float = _param(10.0, "longest wait between reconnection attempts (s)")
-    max_joint_step_rad: float = _param(0.3, "SafetyLimits: largest target change from the measured joints")
-    joint_margin_rad: float = _param(0.0, "SafetyLimits: targets stay this far inside the joint limits")
-    workspace_tol_m: float = _param(0.01, "SafetyLimits: slack on the TCP workspace box (m)")
-    gripper_min: float = _param(0.0, "SafetyLimits: smallest gripper opening command")
-    gripper_max: float = _param(1.0, "SafetyLimits: largest gripper opening command")
-    workspace_x_min: float = _param(0.25, "TCP workspace box, robot base frame (m)")
-    workspace_x_max: float = _param(0.65, "TCP workspace box (m)")
-    workspace_y_min: float = _param(-0.30, "TCP workspace box (m)")
-    workspace_y_max: float = _param(0.30, "TCP workspace box (m)")
-    workspace_z_min: float = _param(0.015, "TCP workspace box (m)")
-    workspace_z_max: float = _param(0.45, "TCP workspace box (m)")
+    robot_ip: str = param("192.168.1.185", "IP address of the xArm control box")
+    sdk_backend: str = param("sdk", "sdk (xarm.wrapper.XArmAPI) or recorded (a logging fake arm, no robot)")
+    recorded_log: str = param("", "recorded backend: JSON-lines file every SDK call is appended to")
+    rate_hz: float = param(150.0, "joint state publishing and servo setpoint rate (Hz)")
+    command_period_s: float = param(0.16, "expected period of JointTrajectory commands (the planner's)")
+    stale_periods: int = param(3, "hold (stop streaming) when no command came for this many periods")
+    ramp_time_s: float = param(0.12, "time over which the setpoints ramp to a new target (s)")
+    max_joint_speed_rad_s: float = param(3.14, "fastest setpoint change of any joint (rad/s)")
+    gripper_open_pulse: float = param(850.0, "xArm gripper position (pulses) of a fully open gripper")
+    gripper_speed: float = param(3000.0, "xArm gripper speed (r/min)")
+    gripper_poll_hz: float = param(10.0, "how often the gripper position is read (Hz)")
+    reconnect_initial_s: float = param(0.5, "first wait before reconnecting after a lost link (s)")
+    reconnect_max_s: float = param(10.0, "longest wait between reconnection attempts (s)")
+    max_joint_step_rad: float = param(0.3, "SafetyLimits: largest target change from the measured joints")
+    joint_margin_rad: float = param(0.0, "SafetyLimits: targets stay this far inside the joint limits")
+    workspace_tol_m: float = param(0.01, "SafetyLimits: slack on the TCP workspace box (m)")
+    gripper_min: float = param(0.0, "SafetyLimits: smallest gripper opening command")
+    gripper_max: float = param(1.0, "SafetyLimits: largest gripper opening command")
+    workspace_x_min: float = param(0.25, "TCP workspace box, robot base frame (m)")
+    workspace_x_max: float = param(0.65, "TCP workspace box (m)")
+    workspace_y_min: float = param(-0.30, "TCP workspace box (m)")
+    workspace_y_max: float = param(0.30, "TCP workspace box (m)")
+    workspace_z_min: float = param(0.015, "TCP workspace box (m)")
+    workspace_z_max: float = param(0.45, "TCP workspace box (m)")
 
     def __post_init__(self) -> None:
         if self.sdk_backend not in SDK_BACKENDS:
@@ -129,14 +124,7 @@ class XArmDriverNode(Node):
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__(NODE_NAME, **overrides)
-        defaults = XArmDriverConfig()
-        for f in fields(XArmDriverConfig):
-            self.declare_parameter(
-                f.name, getattr(defaults, f.name), ParameterDescriptor(description=f.metadata["doc"])
-            )
-        self.config = XArmDriverConfig(
-            **{f.name: self.get_parameter(f.name).value for f in fields(XArmDriverConfig)}
-        )
+        self.config = declare_config(self, XArmDriverConfig)
         cfg = self.config
         limits = cfg.safety_limits()
         self.mapper = ActionMapper(XArm7Kinematics(workspace=limits.workspace), limits=limits)
