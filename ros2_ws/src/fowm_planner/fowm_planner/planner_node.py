@@ -123,7 +123,7 @@ class PlannerNode(Node):
         self._skip_through = -1  # lockstep: never act on observations stamped at or before this
         self._last_decision: Decision | None = None
         self._last_observed: Observed | None = None
-        self._pending: tuple[bytes, bytes | None] | None = None  # (trajectory, action) to send
+        self._pending: bytes | None = None  # lockstep: the trajectory, sent after the gripper lead
         self.decisions = {"plan": 0, "policy": 0, "hold": 0}
 
         t0 = time.perf_counter()
@@ -391,12 +391,14 @@ class PlannerNode(Node):
         cmd = decision.command
         self.decisions[decision.source] += 1
         self._last_decision = decision
-        self._gripper_pub.publish(topics.float32_msg(cmd.gripper))
-        trajectory = topics.joint_trajectory_msg(0, cmd.joint_targets, self.config.control_period)
-        action = None
+        # The action record goes out first, before anything that moves the robot: a reward can only
+        # follow the commands, so a recorder receives every action before the reward it earned (the
+        # episode assembler pairs them in receive order; the other way round under load it lost
+        # steps: "an action has no reward").
         if decision.action is not None and not cmd.held and obs_stamp_ns is not None:
-            action = topics.action_msg(decision.action, obs_stamp_ns=obs_stamp_ns)
-        self._pending = (trajectory, action)
+            self._action_pub.publish(topics.action_msg(decision.action, obs_stamp_ns=obs_stamp_ns))
+        self._gripper_pub.publish(topics.float32_msg(cmd.gripper))
+        self._pending = topics.joint_trajectory_msg(0, cmd.joint_targets, self.config.control_period)
         if self._lockstep:
             # The lockstep sim applies a gripper command to the trajectory after it, and the two
             # travel on different topics: give the gripper command a head start. (Waiting for its
@@ -408,13 +410,9 @@ class PlannerNode(Node):
     def _send_pending(self) -> None:
         if self._lockstep:
             self._lead_timer.cancel()
-        if self._pending is None:
-            return
-        trajectory, action = self._pending
-        self._pending = None
-        self._traj_pub.publish(trajectory)
-        if action is not None:
-            self._action_pub.publish(action)
+        if self._pending is not None:
+            trajectory, self._pending = self._pending, None
+            self._traj_pub.publish(trajectory)
 
     # -- services ----------------------------------------------------------------------------------
 
