@@ -102,7 +102,8 @@ def test_ros_path_equals_in_process_path(tmp_path):
     assert seeds == [10_000 + i for i in range(EVAL_EPISODES)]
     env = XArmTaskEnv("reach")
     try:
-        in_process = [evaluate(agent, env, 1, seeds=[s])["return"] for s in seeds]
+        runs = [evaluate(agent, env, 1, seeds=[s]) for s in seeds]
+        in_process = [r["return"] for r in runs]
         rng = np.random.default_rng(agent.cfg.seed)  # the planner's policy:=random draws
 
         def uniform(_obs, _first):
@@ -114,6 +115,9 @@ def test_ros_path_equals_in_process_path(tmp_path):
         env.close()
     ros = [e["episode_return"] for e in evaluation["pretrained"]["episodes"]]
     np.testing.assert_allclose(ros, in_process, rtol=0, atol=1e-4)
+    # One success definition on both paths (any step within the task's success test).
+    ros_success = [e["success"] for e in evaluation["pretrained"]["episodes"]]
+    assert ros_success == [r["success_rate"] == 1.0 for r in runs]
     ros_random = [e["episode_return"] for e in evaluation["random"]["episodes"]]
     np.testing.assert_allclose(ros_random, random_in_process, rtol=0, atol=1e-4)
     ros_prior = [e["episode_return"] for e in evaluation["pretrained_prior"]["episodes"]]

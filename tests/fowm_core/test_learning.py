@@ -2,7 +2,7 @@
 demonstrator, then online finetuning improves it a lot. A broken update, planner, buffer or
 balanced sampler makes one of the bars fail.
 
-The demonstrator aims 0.2 beside the goal, so the data rarely shows success and the model
+The demonstrator aims 0.2 beside the goal, so the data rarely ends on the goal and the model
 must extrapolate the reward near the goal; online episodes, planned by the agent itself, fill
 that gap (training offline for as many more updates instead gains much less: see README).
 Thresholds come from runs of seeds 0-3 on 2026-11-21 (2-core CPU), listed in the README.
@@ -30,6 +30,7 @@ AIM_OFFSET = (0.2, 0.0)  # the demonstrator's systematic error (success radius i
 OFFLINE_UPDATES = 1000
 ONLINE_EPISODES = 60
 EVAL_EPISODES = 50
+RETURN_GAIN = 0.5  # smallest return gain of finetuning over pretraining to accept (seeds 0-3: 0.8-2.2)
 
 
 
@@ -70,7 +71,8 @@ def test_offline_pretraining_learns_and_online_finetuning_improves(single_thread
     assert random_policy["success_rate"] <= 0.1, summary
     # Offline pretraining alone already reaches the goal far more often than chance ...
     assert pretrained["success_rate"] >= 0.2, summary
-    # ... and planning online with balanced batches improves it by a wide margin.
-    assert finetuned["success_rate"] >= pretrained["success_rate"] + 0.2, summary
-    assert finetuned["success_rate"] >= 0.7, summary
-    assert finetuned["return"] > pretrained["return"], summary
+    # ... and planning online with balanced batches improves it by a wide margin. An episode succeeds
+    # if it ever comes within the radius, which a biased pretrained agent passing by often does, so
+    # the margin is measured on the return (how close it gets and stays).
+    assert finetuned["success_rate"] >= max(0.7, pretrained["success_rate"]), summary
+    assert finetuned["return"] > pretrained["return"] + RETURN_GAIN, summary

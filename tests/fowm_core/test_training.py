@@ -49,6 +49,28 @@ def test_collect_episode_and_evaluate_follow_the_env() -> None:
         evaluate(agent, env, 3, seeds=[1, 2])
 
 
+def test_an_episode_succeeds_if_any_step_succeeds() -> None:
+    """As in the official FOWM evaluation and the sim node: reaching the goal and then drifting off
+    it still counts (the last step alone would say failure)."""
+    env = PointMassEnv()
+    decisions = []
+
+    def reach_then_leave(o, first):
+        if first:
+            decisions.clear()
+        decisions.append(None)
+        to_goal = o["state"][2:] - o["state"][:2]
+        if len(decisions) <= 12:  # go to the goal (the policy's step is clipped, so it settles on it)
+            return np.clip(to_goal / env.config.step_size, -1, 1).astype(np.float32)
+        return -np.sign(to_goal + 1e-6).astype(np.float32)  # then walk away from it
+
+    ep = collect_episode(None, env, explore=False, seed=3, policy=reach_then_leave)
+    dist = np.linalg.norm(ep.obs["state"][:, :2] - ep.obs["state"][:, 2:], axis=1)
+    assert dist.min() < env.config.success_radius < dist[-1], dist  # reached the goal, ended off it
+    assert ep.info["success"]
+    assert evaluate(None, env, 1, seeds=[3], policy=reach_then_leave)["success_rate"] == 1.0
+
+
 class WrongObsEnv(PointMassEnv):
     def reset(self, seed=None, options=None):
         obs, info = super().reset(seed)

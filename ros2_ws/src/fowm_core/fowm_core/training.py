@@ -7,8 +7,9 @@
   online buffer, then do round(len(episode) * utd) updates on balanced offline/online batches.
 
 Any env works whose reset(seed) returns (obs, info) and step(a) returns (obs, reward,
-terminated, truncated, info), with dict observations matching the agent's obs_spec; an
-info["success"] on the last step is reported as the episode's success.
+terminated, truncated, info), with dict observations matching the agent's obs_spec. An episode
+succeeds if info["success"] is true at any step, as in the official FOWM evaluation and everywhere
+else in this stack (the sim node's episode events, fowm-collect, teleop).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def collect_episode(
 ) -> Episode:
     """Run one episode; actions come from agent.act (planning; `explore` adds the planner's
     exploration noise) or from `policy` when given. Observations are checked against
-    agent.obs_spec (or skipped when agent is None). episode.info["success"] is the last step's."""
+    agent.obs_spec (or skipped when agent is None). episode.info["success"]: at any step."""
     spec = agent.obs_spec if agent is not None else None
     if agent is None and policy is None:
         raise ValueError("collect_episode needs an agent or a policy")
@@ -112,8 +113,7 @@ def collect_episode(
 
     obs, _ = env.reset(seed=seed)
     observations, actions, rewards = [checked(obs)], [], []
-    terminated = truncated = False
-    info: dict = {}
+    terminated = truncated = success = False
     while not (terminated or truncated):
         first = not actions
         if policy is not None:
@@ -125,6 +125,7 @@ def collect_episode(
         observations.append(checked(obs))
         actions.append(action)
         rewards.append(float(reward))
+        success = success or bool(info.get("success", False))
         if len(actions) >= max_steps:
             truncated = True
     return Episode(
@@ -133,7 +134,7 @@ def collect_episode(
         reward=np.asarray(rewards, dtype=np.float32),  # (T,)
         terminated=bool(terminated),
         truncated=not terminated,
-        info={"success": bool(info.get("success", False))},
+        info={"success": success},
     )
 
 
