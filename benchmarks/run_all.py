@@ -16,8 +16,11 @@ TD-MPC next to ours in its own virtual environment, and skips itself when that c
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -43,13 +46,30 @@ def main() -> int:
     ]
     if not a.no_peer:
         runs.append([sys.executable, str(HERE / "bench_peer.py"), "--out", a.out, *threads, *quick])
-    failed = 0
+    rows, started = [], time.perf_counter()
     for cmd in runs:
-        print("$", " ".join(Path(c).name if c.endswith(".py") else c for c in cmd), flush=True)
-        failed += subprocess.run(cmd).returncode != 0
-    for md in sorted(Path(a.out).glob("*.md")):
+        line = " ".join(Path(c).name if c.endswith(".py") else c for c in cmd)
+        print("$", line, flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.run(cmd).returncode
+        rows.append((line, time.perf_counter() - t0, rc))
+    total = time.perf_counter() - started
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    report = [
+        f"# make bench ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch threads {a.threads}, 1-min load after {load:.1f})",
+        "",
+        "| benchmark | wall s | exit |",
+        "|---|---:|---:|",
+        *(f"| `{line}` | {secs:.0f} | {rc} |" for line, secs, rc in rows),
+        f"| **total** | **{total:.0f}** | |",
+    ]
+    (out / "run_all.md").write_text("\n".join(report) + "\n")
+    for md in sorted(out.glob("*.md")):
         print(f"\n===== {md} =====\n{md.read_text()}")
-    return 1 if failed else 0
+    return 1 if any(rc for _, _, rc in rows) else 0
 
 
 if __name__ == "__main__":
