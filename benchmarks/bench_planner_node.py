@@ -1,6 +1,7 @@
 """The planner node in realtime against the sim node: plan latency and control-period jitter (p50/p99),
-with the sim alone and with a CPU-bound neighbour process (a one-thread torch matmul loop, standing
-in for a trainer). Writes bench-results/planner_node.{json,md}.
+with the sim alone, with a CPU-bound neighbour process (a one-thread torch matmul loop) and with the
+trainer's work running next to it (a one-thread process doing the trainer node's realtime-cpu pixel
+updates back to back, as between online episodes). Writes bench-results/planner_node.{json,md}.
 
     MUJOCO_GL=egl python benchmarks/bench_planner_node.py [--seconds 30] [--out bench-results]
 
@@ -41,6 +42,22 @@ NEIGHBOUR = (
     "while True:\n"
     "    a = torch.tanh(a @ a) \n"
 )
+# What the trainer node computes between episodes: fowm_core updates of the realtime-cpu preset on
+# pixel batches, one thread (bench_update's batch builder; the trainer's ingestion is not included).
+TRAINER = (
+    "import sys, torch\n"
+    f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+    "from bench_update import ACTION_DIM, OBS_SPECS, random_batch\n"
+    "from fowm_core.agent import FOWMAgent\n"
+    "from fowm_core.config import load_config\n"
+    "torch.set_num_threads(1)\n"
+    "cfg = load_config('realtime-cpu')\n"
+    "agent = FOWMAgent(cfg, OBS_SPECS['rgb+state'], ACTION_DIM)\n"
+    "batch = random_batch(OBS_SPECS['rgb+state'], cfg.optim.horizon, cfg.optim.batch_size)\n"
+    "while True:\n"
+    "    agent.update(batch)\n"
+)
+SCENARIOS = {"sim_alone": None, "with_cpu_neighbour": NEIGHBOUR, "with_trainer_updates": TRAINER}
 
 
 def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -59,7 +76,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run_scenario(name: str, neighbour: bool, seconds: float, env: dict[str, str], logs: Path) -> dict:
+def run_scenario(name: str, neighbour: str | None, seconds: float, env: dict[str, str], logs: Path) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -75,7 +92,7 @@ def run_scenario(name: str, neighbour: bool, seconds: float, env: dict[str, str]
                 "-p", f"control_period:={PERIOD}"], logs / f"{name}_planner.log", env),
     ]  # fmt: skip
     if neighbour:
-        procs.append(_start([py, "-c", NEIGHBOUR], logs / f"{name}_neighbour.log", env))
+        procs.append(_start([py, "-c", neighbour], logs / f"{name}_neighbour.log", env))
     rclpy.init()
     node = rclpy.create_node("bench_planner_node")
     diag: dict[str, str] = {}
@@ -167,7 +184,7 @@ def main() -> None:
         }  # fmt: skip
         os.environ.update(isolation)  # this process's own rclpy node too
         env = dict(os.environ)
-        for name, neighbour in (("sim_alone", False), ("with_cpu_neighbour", True)):
+        for name, neighbour in SCENARIOS.items():
             print(f"planner node benchmark: {name} ({a.seconds:.0f} s)", flush=True)
             results[name] = run_scenario(name, neighbour, a.seconds, env, logs)
     meta = {
@@ -178,6 +195,7 @@ def main() -> None:
         "seconds": a.seconds,
         "planner": "realtime-cpu preset, rgb+state, 1 torch thread, plan budget 0.12 s (node defaults)",
         "neighbour": "one-thread torch 768x768 matmul + tanh loop",
+        "trainer": "one-thread loop of realtime-cpu pixel updates (batch 64, bf16 autocast)",
         "loadavg_end": os.getloadavg(),
     }
     payload = {"meta": meta, "in_process_reference": reference, "results": results}
@@ -197,7 +215,8 @@ def main() -> None:
     text = [
         f"# Planner node (realtime, period {PERIOD} s, {a.seconds:.0f} s per scenario)",
         "",
-        f"{meta['planner']}; neighbour: {meta['neighbour']}; {meta['cpu_count']} CPUs, {meta['date']}.",
+        f"{meta['planner']}; neighbour: {meta['neighbour']}; trainer: {meta['trainer']}; "
+        f"{meta['cpu_count']} CPUs, {meta['date']}.",
         f"Reference: the same agent's plan in process before the scenarios: "
         f"p50 {reference['plan_p50_ms']:.1f} ms, p99 {reference['plan_p99_ms']:.1f} ms. "
         "Received jitter is measured in this (also loaded) process.",
