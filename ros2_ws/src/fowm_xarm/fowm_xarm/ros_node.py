@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import field, fields
 from typing import Any
 
-_ARRAY_TYPES = ("list[str]", "list[int]", "list[float]")
-
 
 def param(default: Any, doc: str) -> Any:
     """A config dataclass field whose doc becomes the ROS parameter description (scalars; lists use
@@ -41,7 +39,7 @@ def declare_config(node: Any, cls: type) -> Any:
     for f in fields(cls):
         descriptor = ParameterDescriptor(description=f.metadata["doc"])
         default = getattr(base, f.name)
-        if str(f.type) in _ARRAY_TYPES and not default:
+        if str(f.type) in array_type and not default:
             node.declare_parameter(f.name, array_type[str(f.type)], descriptor)
             try:
                 values[f.name] = list(node.get_parameter(f.name).value)
