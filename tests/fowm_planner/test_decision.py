@@ -11,7 +11,7 @@ import torch
 from fowm_planner.config import PlannerNodeConfig
 from fowm_planner.decision import HOLD, PLAN, POLICY, DecisionMaker
 from fowm_planner.inputs import Observed, observe
-from fowm_planner.model import build_agent, policy_action
+from fowm_planner.model import build_agent
 from fowm_planner.timing import DeadlineMonitor
 from fowm_planner.watchdog import InputWatchdog
 from fowm_xarm import topics
@@ -168,7 +168,7 @@ def test_deadline_misses_fall_back_to_the_policy_or_hold(agent):
     maker = DecisionMaker(agent, mapper, deadline, POLICY, slow_act, lambda: now[0])
     first = maker.decide(observed, True)
     assert first.source == POLICY and first.deadline_missed and first.plan_latency_s == pytest.approx(0.2)
-    np.testing.assert_allclose(first.action, policy_action(agent, observed.obs), atol=1e-6)
+    np.testing.assert_allclose(first.action, agent.act_prior(observed.obs), atol=1e-6)
     # Predicted to overrun: skipped (a miss, no plan) until the probe re-measures.
     skipped = maker.decide(observed, False)
     assert skipped.source == POLICY and skipped.plan_latency_s is None

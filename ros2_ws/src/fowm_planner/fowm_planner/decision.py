@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from fowm_planner.inputs import Observed
-from fowm_planner.model import policy_action
 from fowm_planner.timing import DeadlineMonitor
 from fowm_xarm.command import ActionMapper, JointCommand
 
@@ -74,7 +73,7 @@ class DecisionMaker:
         if self.fallback == HOLD:
             cmd = self.mapper.hold(observed.q, observed.gripper, "deadline missed: holding")
             return Decision(cmd, None, HOLD, latency_s, True)
-        action = np.asarray(policy_action(self.agent, observed.obs), dtype=np.float64)
+        action = np.asarray(self.agent.act_prior(observed.obs), dtype=np.float64)
         return self._map(observed, action, POLICY, latency_s, True)
 
     def _map(self, observed: Observed, action: np.ndarray, source: str, latency, missed: bool) -> Decision:

@@ -1,4 +1,5 @@
-"""Building the planner's FOWMAgent, the deadline fallback (the policy network's action) and warmup.
+"""Building the planner's FOWMAgent, warmup and the value estimate for diagnostics (the deadline fallback is
+FOWMAgent.act_prior, the policy network's action).
 
 The agent is built here once, so the node and the in-process reference (tests, benchmarks) act
 with exactly the same agent for the same config and weights.
@@ -67,13 +68,6 @@ def build_agent(
 def obs_tensors(agent: FOWMAgent, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """One observation as unbatched tensors on the agent's device."""
     return {k: torch.as_tensor(np.asarray(obs[k])).to(agent.device) for k in agent.obs_spec.modalities}
-
-
-@torch.inference_mode()
-def policy_action(agent: FOWMAgent, obs: dict[str, np.ndarray]) -> np.ndarray:
-    """The policy network's action pi(h(obs)), (A,) float32: the deadline fallback (~1 ms)."""
-    x = {k: v[None] for k, v in obs_tensors(agent, obs).items()}
-    return agent.model.pi(agent.model.encode(x))[0].float().cpu().numpy()
 
 
 @torch.inference_mode()

@@ -40,7 +40,7 @@ from fowm_planner.background import BackgroundPlanner
 from fowm_planner.config import PlannerNodeConfig
 from fowm_planner.decision import HOLD, Decision, DecisionMaker
 from fowm_planner.inputs import Observed, joint_measurement, observe, stamp_ns
-from fowm_planner.model import build_agent, plan_info, policy_action, value_estimate, warmup
+from fowm_planner.model import build_agent, plan_info, value_estimate, warmup
 from fowm_planner.timing import DeadlineMonitor, PeriodJitter, RollingStats
 from fowm_planner.watchdog import InputWatchdog
 from fowm_planner.weight_commit import COMMIT_PARAMETERS, SHA256, SIGNATURE, VERSION, WeightCommitter
@@ -199,7 +199,7 @@ class PlannerNode(Node):
         policy=random, uniform actions (seeded like the agent) for a baseline; all go through the same
         observation, command and safety path."""
         if self.config.policy == "prior":
-            return lambda obs, first: policy_action(self.agent, obs)
+            return lambda obs, first: self.agent.act_prior(obs)
         if self.config.policy == "random":
             rng = np.random.default_rng(self.agent.cfg.seed)
             return lambda obs, first: rng.uniform(-1.0, 1.0, self.agent.action_dim).astype(np.float32)
