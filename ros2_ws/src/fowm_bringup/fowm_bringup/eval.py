@@ -51,7 +51,7 @@ class EvalConfig:
     threads: int = 1
     """torch threads (one per process on a small CPU)."""
     device: str = "auto"
-    """auto (cuda when torch sees one), cpu or cuda."""
+    """auto (cuda when torch sees one, else the preset's device), cpu or cuda."""
     out: str = "artifacts/eval"
     progress: bool = True
 
@@ -70,10 +70,10 @@ class EvalConfig:
 
     def demo_config(self, task: str, mode: str, seed: int) -> DemoConfig:
         device = self.device
-        if device == "auto":
+        if device == "auto":  # as make demo's --device auto: cuda when present, else the preset's
             import torch
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = "cuda" if torch.cuda.is_available() else ""
         return DemoConfig(
             tasks=(task,),
             preset=self.preset,
@@ -82,7 +82,7 @@ class EvalConfig:
             offline_updates=self.offline_updates,
             online_episodes=self.online_episodes,
             eval_episodes=self.eval_episodes,
-            overrides=(f"device={device}",),
+            overrides=(f"device={device}",) if device else (),
             seed=seed,
             threads=self.threads,
             out=str(Path(self.out) / "runs" / f"{task}-{mode}-s{seed}"),
