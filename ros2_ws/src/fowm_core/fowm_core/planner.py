@@ -6,7 +6,10 @@ space at every control tick and scores each candidate with
 
 as FOWM's official planner does (fyhMer/fowm, `TDMPC.plan` / `estimate_value`): a fresh minQ pair
 at every iteration, the terminal action pi(z_H) sampled with min_std noise (clipped to +-0.3), the
-policy proposals re-scored at every iteration, and NaN returns counted as 0.
+policy proposals scored at every iteration (their actions are fixed for the plan, so their rollout
+through dynamics, reward and the per-step Qs is computed once and only the terminal step, with its
+fresh noise and minQ pair, is redone per iteration: the same returns, ~(I-1)/I of the proposals'
+rollout work saved), and NaN returns counted as 0.
 
 Speed. A plan is a pure function of tensors (`_plan_core`): every random number is drawn up front
 from the planner's generator, so `torch.compile` takes the policy proposals and each MPPI iteration
@@ -56,6 +59,21 @@ class Draws(NamedTuple):
     pairs: torch.Tensor  # (I, 2) int64: the minQ members of each iteration
     choice: torch.Tensor  # (1,) uniform in [0, 1): which elite's first action is executed
     explore: torch.Tensor  # (A,) standard normal: exploration noise of the executed action
+
+
+class Rollout(NamedTuple):
+    """M action sequences rolled out from z0, up to (not including) the terminal step."""
+
+    rewards: torch.Tensor  # (H, M) float32: R(z_t, a_t)
+    q_steps: torch.Tensor | None  # (E, H, M) float32: Q_k(z_t, a_t); None when lambda = 0
+    z_last: torch.Tensor  # (M, L) planner dtype: z_H
+
+
+class Proposals(NamedTuple):
+    """The policy proposals of one plan and their rollout, shared by every MPPI iteration."""
+
+    actions: torch.Tensor  # (H, P, A) float32
+    rollout: Rollout
 
 
 def _mish(x: torch.Tensor) -> torch.Tensor:
@@ -313,11 +331,11 @@ class UncertaintyPenalisedMPPI:
         -> action (A,), mean (H, A), std (H, A), [predicted return, uncertainty] of the chosen elite.
         The two compiled pieces (proposals, one iteration) keep the compile time at a sixth of a
         whole-plan graph's, for the cost of a few Python calls per plan."""
-        pi_actions = self._propose(z0, draws.policy)  # (H, P, A)
+        proposals = self._propose(z0, draws.policy)
         std = torch.full_like(mean, self.cfg.max_std)
         for i in range(self.cfg.iterations):
             mean, std, elite = self._iterate(
-                z0, mean, std, pi_actions, draws.samples[i], draws.pairs[i], draws.terminal[i]
+                z0, mean, std, proposals, draws.samples[i], draws.pairs[i], draws.terminal[i]
             )
         # Select the first action of an elite drawn by score (inverse CDF: no host sync)
         w, elite_returns, elite_actions, elite_uncertainty = elite
@@ -326,35 +344,34 @@ class UncertaintyPenalisedMPPI:
         info = torch.cat([elite_returns.index_select(0, c), elite_uncertainty.index_select(0, c)])
         return action, mean, std, info
 
-    def _propose_impl(self, z0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Policy proposals: pi rolled out from z0 with clipped min_std noise. (H, P, A) -> (H, P, A)."""
-        H, P = noise.shape[:2]
-        actions = []
-        z = z0.expand(P, -1)
-        for t in range(H if P > 0 else 0):
+    def _propose_impl(self, z0: torch.Tensor, noise: torch.Tensor) -> Proposals:
+        """Policy proposals: pi rolled out from z0 with clipped min_std noise, noise (H, P, A), and
+        their rollout up to the terminal step (the same for every iteration of this plan)."""
+        z, actions, steps = z0.expand(noise.shape[1], -1), [], []
+        for t in range(noise.shape[0]):
             actions.append(self._policy_sample(z, noise[t]))  # (P, A)
-            if t < H - 1:
-                a = actions[-1].to(self.dtype)
-                z = self._model.next(z, a) if self._fused is None else self._fused.step(z, a, with_q=False)[0]
-        return torch.stack(actions) if actions else noise
+            z, out = self._step(z, actions[-1].to(self.dtype))
+            steps.append(out)
+        return Proposals(torch.stack(actions), self._as_rollout(steps, z))
 
     def _iterate_impl(
         self,
         z0: torch.Tensor,
         mean: torch.Tensor,
         std: torch.Tensor,
-        pi_actions: torch.Tensor,
+        proposals: Proposals,
         noise: torch.Tensor,
         pair: torch.Tensor,
         terminal_noise: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """One MPPI iteration. mean, std (H, A); pi_actions (H, P, A); noise (H, N, A).
+        """One MPPI iteration. mean, std (H, A); proposals (H, P, A) with their rollout; noise (H, N, A).
         -> new mean, new std, (elite weights (K,), returns (K,), actions (H, K, A), uncertainty (K,))."""
         cfg = self.cfg
-        # Sample actions
-        actions = (mean[:, None] + std[:, None] * noise).clamp(-1, 1)  # (H, N, A)
-        actions = torch.cat([actions, pi_actions], 1)  # (H, N+P, A)
-        returns, uncertainty = self.score(z0, actions, pair, terminal_noise)
+        # Sample actions; only they need a rollout, the proposals' is reused
+        sampled = (mean[:, None] + std[:, None] * noise).clamp(-1, 1)  # (H, N, A)
+        actions = torch.cat([sampled, proposals.actions], 1)  # (H, N+P, A)
+        rollout = _cat_rollouts(self._rollout(z0, sampled), proposals.rollout)
+        returns, uncertainty = self._finish(rollout, pair, terminal_noise)
         returns = returns.nan_to_num(0.0)  # as the official planner: a NaN return counts as 0
 
         # Compute elites
@@ -374,9 +391,6 @@ class UncertaintyPenalisedMPPI:
         mu = self._model.pi(z).float()
         return (mu + (self.cfg.min_std * noise).clamp(-POLICY_NOISE_CLIP, POLICY_NOISE_CLIP)).clamp(-1, 1)
 
-    def _fused_next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self._fused.step(z, a.to(self.dtype), with_q=False)[0]
-
     # -- scoring ----------------------------------------------------------------------------------
     def score(
         self, z0: torch.Tensor, actions: torch.Tensor, pair: torch.Tensor, terminal_noise: torch.Tensor
@@ -384,9 +398,7 @@ class UncertaintyPenalisedMPPI:
         """Returns G and uncertainty (mean over scored steps of the Q-ensemble std) of each sequence.
         z0 (1, L); actions (H, M, A) float32; pair (2,) minQ members; terminal_noise (M, A).
         -> (M,), (M,) float32. Uses the stacked heads when available."""
-        if self._fused is None:
-            return self._score_plain(z0, actions, pair, terminal_noise)
-        return self._score_fused(z0, actions, pair, terminal_noise)
+        return self._finish(self._rollout(z0, actions), pair, terminal_noise)
 
     def estimate_returns(
         self,
@@ -399,6 +411,40 @@ class UncertaintyPenalisedMPPI:
         if terminal_noise is None:
             terminal_noise = torch.zeros(actions.shape[1], self.action_dim, device=actions.device)
         return self.score(z0, actions.float(), pair, terminal_noise)[0]
+
+    def _rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> Rollout:
+        """Roll (H, M, A) float32 actions out from z0 (1, L): rewards, per-step Qs (lambda > 0), z_H."""
+        a = actions.to(self.dtype)
+        z, steps = z0.expand(actions.shape[1], -1), []
+        for t in range(actions.shape[0]):
+            z, out = self._step(z, a[t])
+            steps.append(out)
+        return self._as_rollout(steps, z)
+
+    def _step(self, z: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One rollout step of M rows in the planner dtype: z' (M, L) and [R, Q_1..Q_E] at (z, a),
+        (1 [+ E], M); the Qs only when lambda > 0."""
+        with_q = self.uncertainty_coef > 0
+        if self._fused is not None:
+            return self._fused.step(z, a, with_q)
+        m = self._model
+        heads = [m.reward(z, a)[None]] + ([m.q_all(z, a)] if with_q else [])  # (1, M, 1), (E, M, 1)
+        return m.next(z, a), torch.cat(heads)[..., 0]
+
+    def _as_rollout(self, steps: list[torch.Tensor], z_last: torch.Tensor) -> Rollout:
+        heads = torch.stack(steps, 1).float()  # (1 [+ E], H, M)
+        return Rollout(heads[0], heads[1:] if self.uncertainty_coef > 0 else None, z_last)
+
+    def _finish(
+        self, rollout: Rollout, pair: torch.Tensor, terminal_noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The terminal step (pi(z_H) with `terminal_noise`, the Q-ensemble there) and G, u (M,)."""
+        a_term = self._policy_sample(rollout.z_last, terminal_noise).to(self.dtype)  # (M, A)
+        if self._fused is None:
+            q_term = self._model.q_all(rollout.z_last, a_term).float()[..., 0]  # (E, M)
+        else:
+            q_term = self._fused.q_all(rollout.z_last, a_term).float()
+        return self._combine(rollout.rewards, rollout.q_steps, q_term, pair)
 
     def _combine(
         self, rewards: torch.Tensor, q_steps: torch.Tensor | None, q_term: torch.Tensor, pair: torch.Tensor
@@ -415,36 +461,11 @@ class UncertaintyPenalisedMPPI:
             terms = terms - lam * u
         return disc @ terms, u.mean(0)
 
-    def _score_plain(
-        self, z0: torch.Tensor, actions: torch.Tensor, pair: torch.Tensor, terminal_noise: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        m, H, M = self._model, actions.shape[0], actions.shape[1]
-        a = actions.to(self.dtype)
-        zs = [z0.expand(M, -1)]
-        for t in range(H):
-            zs.append(m.next(zs[-1], a[t]))
-        latents = torch.stack(zs)  # (H+1, M, L)
-        rewards = m.reward(latents[:-1], a).float()[..., 0]  # (H, M)
-        a_term = self._policy_sample(latents[-1], terminal_noise).to(self.dtype)  # (M, A)
-        if self.uncertainty_coef > 0:
-            q = m.q_all(latents, torch.cat([a, a_term[None]])).float()[..., 0]  # (E, H+1, M)
-            return self._combine(rewards, q[:, :-1], q[:, -1], pair)
-        return self._combine(rewards, None, m.q_all(latents[-1], a_term).float()[..., 0], pair)
 
-    def _score_fused(
-        self, z0: torch.Tensor, actions: torch.Tensor, pair: torch.Tensor, terminal_noise: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        f, H, M = self._fused, actions.shape[0], actions.shape[1]
-        with_q = self.uncertainty_coef > 0
-        a = actions.to(self.dtype)
-        z, heads = z0.expand(M, -1), []
-        for t in range(H):
-            z, out = f.step(z, a[t], with_q)  # out: (1 [+ E], M) = [R, Q_1..Q_E] at (z_t, a_t)
-            heads.append(out)
-        heads = torch.stack(heads, 1).float()  # (1 [+ E], H, M)
-        a_term = self._policy_sample(z, terminal_noise).to(self.dtype)
-        q_term = f.q_all(z, a_term).float()  # (E, M)
-        return self._combine(heads[0], heads[1:] if with_q else None, q_term, pair)
+def _cat_rollouts(a: Rollout, b: Rollout) -> Rollout:
+    """Two rollouts of the same horizon as one, rows of `a` first."""
+    q = None if a.q_steps is None else torch.cat([a.q_steps, b.q_steps], -1)
+    return Rollout(torch.cat([a.rewards, b.rewards], -1), q, torch.cat([a.z_last, b.z_last], 0))
 
 
 def _same_layout(a: nn.Module, b: nn.Module) -> bool:
@@ -455,8 +476,12 @@ def _same_layout(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
 
 
-def plan_flops(cfg: FOWMConfig, obs_spec: ObservationSpec, action_dim: int = 4) -> float:
-    """Analytic FLOPs (2 x multiply-accumulates of the matmuls and convs) of one plan."""
+def plan_flops(
+    cfg: FOWMConfig, obs_spec: ObservationSpec, action_dim: int = 4, reuse_proposals: bool = True
+) -> float:
+    """Analytic FLOPs (2 x multiply-accumulates of the matmuls and convs) of one plan. With
+    reuse_proposals=False: a planner that re-scores the policy proposals' whole rollout at every
+    iteration, as the official code (and LeRobot's port) does."""
     mc, pc = cfg.model, cfg.planner
     L, D, A, E, H = mc.latent_dim, mc.mlp_dim, action_dim, mc.num_q, pc.horizon
 
@@ -467,9 +492,15 @@ def plan_flops(cfg: FOWMConfig, obs_spec: ObservationSpec, action_dim: int = 4) 
     q = E * 2.0 * ((L + A) * D + D * D + D)
     q_evals = H + 1 if pc.uncertainty_coef > 0 and cfg.mode == "fowm" else 1
     per_traj = H * (dyn + rew) + q_evals * q + pol  # one scored sequence
-    # every iteration scores the N samples and the P policy proposals; the proposals' rollout is once
-    total = pc.iterations * (pc.num_samples + pc.num_pi_trajs) * per_traj
-    total += pc.num_pi_trajs * (H * pol + (H - 1) * dyn)
+    if reuse_proposals:
+        # every iteration scores the N samples and the P proposals' terminal step; the proposals'
+        # actions and their rollout up to the terminal step are computed once per plan
+        terminal = q + pol
+        total = pc.iterations * (pc.num_samples * per_traj + pc.num_pi_trajs * terminal)
+        total += pc.num_pi_trajs * (per_traj - terminal + H * pol)
+    else:
+        total = pc.iterations * (pc.num_samples + pc.num_pi_trajs) * per_traj
+        total += pc.num_pi_trajs * (H * pol + (H - 1) * dyn)
     total += _encoder_flops(cfg, obs_spec)  # encoding z0
     return total
 
