@@ -1,6 +1,11 @@
 """Benchmark of one FOWM update (the trainer's inner loop): updates/s next to the matmul peak.
 
-    python benchmarks/bench_update.py [--quick] [--threads 1 2] [--out bench-results]
+    python benchmarks/bench_update.py [--quick] [--threads 1 2] [--out bench-results] [--against REV]
+
+--against REV also times the `realtime-cpu` pixel update of fowm_core as it was at git revision REV
+(exported with `git archive`) next to today's, in alternating one-thread subprocesses that run the
+same timing code, so the speedup is measured in one run (default REV: 3a2e68a, the code before the
+2026-11-22 update work; `--against ''` skips it).
 
 Writes <out>/update.{json,md}. `bench_update(...)` measures one configuration and is meant to be
 called by bench_core / run_all too. Each row's FLOPs per update are counted by torch's
@@ -13,9 +18,15 @@ assert.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +41,37 @@ from fowm_core.config import load_config
 from fowm_core.specs import Batch, ObservationSpec
 
 ACTION_DIM = 4  # xArm: end-effector xyz delta + gripper
+ROOT = Path(__file__).resolve().parents[1]
+OLD_REV = "3a2e68a"
+
+# Runs in a fresh interpreter with the fowm_core to time first on sys.path: a realtime-cpu update on
+# random 84x84 rgb + state windows at the preset's batch and dtype, one torch thread.
+_WORKER = """
+import json, statistics, sys, time, torch
+sys.path.insert(0, sys.argv[1])
+torch.set_num_threads(1)
+import fowm_core
+from fowm_core.agent import FOWMAgent
+from fowm_core.config import load_config
+from fowm_core.specs import Batch, ObservationSpec
+cfg = load_config("realtime-cpu")
+spec = ObservationSpec.make(rgb=(3, 84, 84), state_dim=8)
+H, B = cfg.optim.horizon, cfg.optim.batch_size
+g = torch.Generator().manual_seed(0)
+batch = Batch(
+    obs={"rgb": torch.randint(0, 256, (H + 1, B, 3, 84, 84), generator=g, dtype=torch.uint8),
+         "state": torch.randn(H + 1, B, 8, generator=g)},
+    action=torch.rand(H, B, 4, generator=g) * 2 - 1, reward=torch.randn(H, B, 1, generator=g) * 0.1,
+    terminated=torch.zeros(H, B, 1))
+agent = FOWMAgent(cfg, spec, 4)
+for _ in range(3):
+    agent.update(batch)
+times = []
+for _ in range(int(sys.argv[2])):
+    t0 = time.perf_counter(); agent.update(batch); times.append(time.perf_counter() - t0)
+print(json.dumps({"p50_ms": 1e3 * statistics.median(times), "batch_size": B,
+                  "amp_dtype": getattr(cfg.optim, "amp_dtype", "float32"), "fowm_core": fowm_core.__file__}))
+"""
 OBS_SPECS = {
     "rgb+state": ObservationSpec.make(rgb=(3, 84, 84), state_dim=8),
     "state": ObservationSpec.make(state_dim=8),
@@ -126,6 +168,41 @@ def bench_update(
         torch.set_num_threads(before)
 
 
+def against(rev: str, rounds: int = 3, updates: int = 10) -> dict[str, Any]:
+    """The realtime-cpu pixel update of fowm_core at git revision `rev` and of today's, timed in
+    alternating one-thread subprocesses (`rounds` pairs) by the same code; the bf16 matmul peak is
+    measured in this process between the rounds."""
+    with tempfile.TemporaryDirectory(prefix="fowm-old-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "ros2_ws/src/fowm_core"], capture_output=True, check=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        paths = {"old": Path(tmp) / "ros2_ws/src/fowm_core", "new": ROOT / "ros2_ws/src/fowm_core"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        rows: list[dict[str, Any]] = []
+        for r in range(rounds):
+            row: dict[str, Any] = {"round": r}
+            for name, path in paths.items():
+                out = subprocess.run(
+                    [sys.executable, "-c", _WORKER, str(path), str(updates)],
+                    capture_output=True, text=True, check=True, env=env,
+                ).stdout  # fmt: skip
+                res = json.loads(out.strip().splitlines()[-1])
+                if not res["fowm_core"].startswith(str(path)):
+                    raise RuntimeError(f"the {name} worker imported {res['fowm_core']}, not {path}")
+                row[name] = res
+            row["speedup"] = row["old"]["p50_ms"] / row["new"]["p50_ms"]
+            row["bf16_peak_gflops"] = matmul_gflops(torch.bfloat16)
+            rows.append(row)
+            print(
+                f"round {r}: {rev} {row['old']['p50_ms']:.0f} ms ({row['old']['amp_dtype']}), today "
+                f"{row['new']['p50_ms']:.0f} ms ({row['new']['amp_dtype']}): {row['speedup']:.2f}x",
+                flush=True,
+            )
+    return {"rev": rev, "rows": rows, "speedup_median": statistics.median(r["speedup"] for r in rows)}
+
+
 def to_markdown(res: dict[str, Any]) -> str:
     lines = [
         f"# FOWM update benchmark ({res['date']}, {res['machine']})",
@@ -144,6 +221,23 @@ def to_markdown(res: dict[str, Any]) -> str:
             f"{r['updates_per_s']:.2f} | {r['gflop_per_update']:.1f} | {r['achieved_gflops']:.0f} | "
             f"{r['matmul_peak_gflops']:.0f} | {r['fraction_of_peak']:.2f} |"
         )
+    if "against" in res:
+        ag = res["against"]
+        lines += [
+            "",
+            f"realtime-cpu pixel update, fowm_core at {ag['rev']} vs today, alternating one-thread "
+            "subprocesses, same batch (each side's preset dtype):",
+            "",
+            "| round | old p50 ms | today p50 ms | speedup | bf16 matmul peak GFLOP/s |",
+            "|---|---|---|---|---|",
+        ]
+        for r in ag["rows"]:
+            old, new = r["old"], r["new"]
+            lines.append(
+                f"| {r['round']} | {old['p50_ms']:.0f} ({old['amp_dtype']}) | {new['p50_ms']:.0f} "
+                f"({new['amp_dtype']}) | {r['speedup']:.2f}x | {r['bf16_peak_gflops']:.0f} |"
+            )
+        lines += ["", f"Median speedup: **{ag['speedup_median']:.2f}x**."]
     return "\n".join(lines) + "\n"
 
 
@@ -152,13 +246,15 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="realtime-cpu only, fewer updates")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--out", default="bench-results")
+    p.add_argument("--against", default=OLD_REV, help="git revision to time the old update of ('' skips)")
+    p.add_argument("--only-against", action="store_true", help="time only the old-vs-today comparison")
     a = p.parse_args()
     presets = [("realtime-cpu", None)] if a.quick else [("realtime-cpu", None), ("paper", None)]
     res: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__, "rows": [],
     }  # fmt: skip
-    for threads in a.threads:
+    for threads in [] if a.only_against else a.threads:
         for preset, batch in presets:
             for dtype in ("float32", "bfloat16"):
                 n = 4 if (a.quick or preset == "paper") else 10
@@ -169,6 +265,8 @@ def main() -> None:
                     f"({row['updates_per_s']:.2f}/s, {row['fraction_of_peak']:.2f} of peak)",
                     flush=True,
                 )
+    if a.against:
+        res["against"] = against(a.against, rounds=2 if a.quick else 3)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "update.json").write_text(json.dumps(res, indent=2))
