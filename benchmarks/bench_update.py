@@ -266,7 +266,7 @@ def main() -> None:
                     flush=True,
                 )
     if a.against:
-        res["against"] = against(a.against, rounds=2 if a.quick else 3)
+        res["against"] = against(a.against, rounds=2 if a.quick else 6)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "update.json").write_text(json.dumps(res, indent=2))
