@@ -266,7 +266,12 @@ def main() -> None:
                     flush=True,
                 )
     if a.against:
-        res["against"] = against(a.against, rounds=2 if a.quick else 6)
+        try:
+            res["against"] = against(a.against, rounds=2 if a.quick else 6)
+        except subprocess.CalledProcessError as e:  # e.g. a shallow clone without that revision
+            err = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr
+            cmd = " ".join(map(str, e.cmd[:4]))
+            print(f"old-vs-today comparison skipped: {cmd} failed: {err}", flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "update.json").write_text(json.dumps(res, indent=2))
