@@ -169,9 +169,11 @@ def finetune_online(
     eval_episodes: int = 10,
     eval_env: Env | None = None,
     on_episode: Callable[[int, dict[str, float]], None] | None = None,
+    collect_policy: Policy | None = None,
 ) -> list[dict[str, float]]:
     """FOWM online finetuning for `episodes` episodes. Per episode: plan with exploration noise
-    (uniform random actions for the first cfg.schedule.seed_steps online steps), add the
+    (uniform random actions for the first cfg.schedule.seed_steps online steps; `collect_policy`,
+    e.g. a scripted expert for a controlled experiment, acts instead of the planner), add the
     episode to `online_buffer`, then round(len * utd) updates on batches with
     cfg.schedule.offline_fraction offline rows (utd defaults to cfg.schedule.utd).
 
@@ -193,7 +195,8 @@ def finetune_online(
     history: list[dict[str, float]] = []
     bar = tqdm(range(episodes), desc="online", disable=not progress, leave=False)
     for i in bar:
-        policy = random_policy if online_buffer.num_transitions < cfg.schedule.seed_steps else None
+        seeding = online_buffer.num_transitions < cfg.schedule.seed_steps
+        policy = random_policy if seeding else collect_policy
         episode = collect_episode(
             agent, env, explore=True, seed=seed + online_buffer.episodes_added, policy=policy
         )

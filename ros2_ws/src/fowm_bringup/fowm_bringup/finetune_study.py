@@ -1,0 +1,123 @@
+"""One controlled online-finetuning experiment on a finished `make demo` run (the README's table
+"Where the dip comes from" is a list of these).
+
+    python -m fowm_bringup.finetune_study --run artifacts/demo [--set optim.lr=1e-4 ...]
+        [--online-policy planner|expert|random] [--episodes 10] [--eval-episodes 20] [--seed 1001]
+
+Loads the run's model config, pretrained weights and offline bags (what its trainer node started
+from), finetunes in process with `fowm_core.training.finetune_online` for `--episodes` online
+episodes (acting with the planner, as the demo, or with the scripted expert or a uniformly random
+policy as controls; overrides apply to the finetuning only), then evaluates the planner and the
+policy prior on held-out seeds 10000.. (20 by default: the demo's 10 are too noisy to tell variants
+apart). Prints one JSON line and appends it to `--results`. One torch thread unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fowm_bringup.demo import parse_overrides, prior_policy
+from fowm_bringup.ros_demo import Layout
+
+POLICIES = ("planner", "expert", "random")
+EXPERT_NOISE = 0.6  # fowm-collect's "medium" reach level: the offline data's own behaviour
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, type=Path, help="a finished `make demo` output directory")
+    p.add_argument("--set", nargs="*", default=[], help="config overrides for the finetuning (a.b=value)")
+    p.add_argument("--online-policy", choices=POLICIES, default="planner", help="who acts online")
+    p.add_argument("--episodes", type=int, default=10, help="online episodes")
+    p.add_argument("--eval-episodes", type=int, default=20, help="held-out evaluation episodes")
+    p.add_argument("--eval-pretrained", action="store_true", help="also evaluate before finetuning")
+    p.add_argument("--seed", type=int, default=1001, help="first online episode's seed (and sampling)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--results", type=Path, default=None, help="JSONL file to append the result to")
+    a = p.parse_args(argv)
+    if a.episodes < 0 or a.eval_episodes < 1:
+        p.error(f"need --episodes >= 0 and --eval-episodes >= 1, got {a.episodes}, {a.eval_episodes}")
+    layout = Layout(a.run)
+    for path in (layout.config, layout.offline_bags, layout.pretrain / "weights.safetensors"):
+        if not path.exists():
+            p.error(f"{a.run} is not a finished `make demo` run: {path} is missing")
+    return a
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    # Imported after argument checks: the sim and torch models take a few seconds to load.
+    from fowm_core.agent import FOWMAgent
+    from fowm_core.buffer import EpisodeBuffer
+    from fowm_core.config import load_config
+    from fowm_core.training import evaluate, finetune_online
+    from fowm_core.weights import load_weights_into
+    from fowm_sim.env import XArmTaskEnv
+    from fowm_sim.experts import scripted_expert
+    from fowm_trainer.ingest import ACTION_DIM, BagIngestor, observation_spec
+    from fowm_xarm.observation import ObservationConfig
+
+    t0 = time.perf_counter()
+    layout = Layout(a.run)
+    summary_file = layout.root / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    task = summary.get("config", {}).get("task", "reach")
+    cfg = load_config(str(layout.config), parse_overrides(tuple(a.set)))
+    obs_cfg = ObservationConfig()
+    spec = observation_spec(obs_cfg)
+    episodes = BagIngestor(obs_cfg).scan([str(layout.offline_bags)]).episodes
+    capacity = sum(len(e) for e in episodes) + cfg.schedule.episode_length * (a.episodes + 1)
+    offline = EpisodeBuffer(spec, ACTION_DIM, capacity, cfg.optim.horizon)
+    for e in episodes:
+        offline.add(e)
+    online = EpisodeBuffer(spec, ACTION_DIM, capacity, cfg.optim.horizon)
+    agent = FOWMAgent(cfg, spec, ACTION_DIM)
+    load_weights_into(agent, layout.pretrain / "weights.safetensors")
+    env = XArmTaskEnv(task)
+    rng = np.random.default_rng(a.seed)
+    expert = scripted_expert(task)
+    collect = {
+        "planner": None,
+        "expert": lambda _obs, _first: expert(env, rng, EXPERT_NOISE),
+        "random": lambda _obs, _first: rng.uniform(-1.0, 1.0, ACTION_DIM).astype(np.float32),
+    }[a.online_policy]
+    seeds = [10_000 + i for i in range(a.eval_episodes)]
+
+    def score(label: str) -> dict[str, float]:
+        plan = evaluate(agent, env, a.eval_episodes, seeds)
+        prior = evaluate(None, env, a.eval_episodes, seeds, policy=prior_policy(agent))
+        return {
+            f"{label}_planner_success": plan["success_rate"], f"{label}_planner_return": plan["return"],
+            f"{label}_prior_success": prior["success_rate"], f"{label}_prior_return": prior["return"],
+        }  # fmt: skip
+
+    result: dict = {"run": str(a.run), "task": task, "set": a.set, "online_policy": a.online_policy,
+                    "episodes": a.episodes, "eval_episodes": a.eval_episodes, "seed": a.seed}  # fmt: skip
+    if a.eval_pretrained:
+        result |= score("pretrained")
+    rows = finetune_online(
+        agent, env, offline, online, a.episodes, progress=False, seed=a.seed, collect_policy=collect
+    )
+    result |= score("finetuned")
+    result |= {
+        "online_returns": [round(r["return"], 3) for r in rows],
+        "online_successes": [int(r["success"]) for r in rows],
+        "updates": agent.num_updates,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    print(json.dumps(result), flush=True)
+    if a.results is not None:
+        with a.results.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
