@@ -73,11 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
     obs_cfg = ObservationConfig()
     spec = observation_spec(obs_cfg)
     episodes = BagIngestor(obs_cfg).scan([str(layout.offline_bags)]).episodes
-    capacity = sum(len(e) for e in episodes) + cfg.schedule.episode_length * (a.episodes + 1)
-    offline = EpisodeBuffer(spec, ACTION_DIM, capacity, cfg.optim.horizon)
+    # capacities in observation slots (len + 1 per episode), as fowm-pretrain and the demo size them
+    offline = EpisodeBuffer(spec, ACTION_DIM, sum(len(e) + 1 for e in episodes), cfg.optim.horizon)
     for e in episodes:
         offline.add(e)
-    online = EpisodeBuffer(spec, ACTION_DIM, capacity, cfg.optim.horizon)
+    online_capacity = (a.episodes + 1) * (cfg.schedule.episode_length + 1)
+    online = EpisodeBuffer(spec, ACTION_DIM, online_capacity, cfg.optim.horizon)
     agent = FOWMAgent(cfg, spec, ACTION_DIM)
     load_weights_into(agent, layout.pretrain / "weights.safetensors")
     env = XArmTaskEnv(task)
