@@ -82,6 +82,25 @@ def cpu_bound_neighbour() -> Iterator[None]:
         proc.wait()
 
 
+# Operators that do a plan's arithmetic (matmuls and the encoder's convolutions); the rest of a plan's
+# time is LayerNorm, activations, sampling and dispatch.
+MATMUL_OPS = frozenset({
+    "aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm",
+    "mkldnn::_convolution_pointwise", "aten::mkldnn_convolution", "aten::convolution_overrideable",
+})  # fmt: skip
+
+
+def matmul_seconds(fn: Callable[[], Any], calls: int) -> float:
+    """CPU seconds per call spent inside MATMUL_OPS (their self time, from torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            fn()
+    us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+    return us / 1e6 / calls
+
+
 def bench_plan(
     preset: str, dtype: str, device: str, plans: int, matmul_n: int, compiled: bool, neighbour: bool = False
 ) -> dict[str, Any]:
@@ -100,9 +119,12 @@ def bench_plan(
     peak = matmul_gflops(torch_dtype, device, matmul_n, repeats=3)
     cpu: list[float] = []  # this thread's CPU seconds per plan: what the plan costs with a core to itself
 
+    def agent_plan() -> None:
+        agent.act(obs, first_step=False, explore=False)
+
     def plan() -> None:
         t0 = time.thread_time()
-        agent.act(obs, first_step=False, explore=False)
+        agent_plan()
         cpu.append(time.thread_time() - t0)
 
     with cpu_bound_neighbour() if neighbour else nullcontext():
@@ -112,13 +134,19 @@ def bench_plan(
     flops = plan_flops(cfg, RGB_STATE, ACTION_DIM)
     p50 = statistics.median(times)
     achieved = flops / p50 / 1e9
+    # Where the time goes (CPU only): the matmuls' share of a plan's CPU time and their own rate as a
+    # fraction of the peak. The plan's fraction of peak is share x rate; with every other operation
+    # free it would be the rate, which is what bounds it.
+    cpu_p50 = statistics.median(cpu)
+    mm_s = matmul_seconds(agent_plan, 3) if device == "cpu" else float("nan")
     return {
         "preset": preset, "dtype": dtype, "device": device, "compiled": compiled, "neighbour": neighbour,
         "plans": plans, "warmup_s": warmup_s,
         "p50_ms": 1e3 * p50, "p99_ms": 1e3 * percentile(times, 99), "plan_gflop": flops / 1e9,
-        "cpu_p50_ms": 1e3 * statistics.median(cpu), "cpu_p99_ms": 1e3 * percentile(cpu, 99),
+        "cpu_p50_ms": 1e3 * cpu_p50, "cpu_p99_ms": 1e3 * percentile(cpu, 99),
         "load_avg": os.getloadavg()[0],
         "achieved_gflops": achieved, "matmul_peak_gflops": peak, "fraction_of_peak": achieved / peak,
+        "matmul_share": mm_s / cpu_p50, "matmul_rate_fraction": flops / mm_s / 1e9 / peak,
     }  # fmt: skip
 
 
@@ -174,11 +202,14 @@ def to_markdown(res: dict[str, Any]) -> str:
         "the matmul peak of each row is re-measured right before and after it (best of both).",
         "'+ neighbour': another process spins on a core meanwhile. CPU ms: the planning thread's own CPU",
         "time per plan (what a plan costs with a core to itself; wall time exceeds it when the machine is",
-        "oversubscribed). Load: the 1-minute load average after the row.",
+        "oversubscribed). Load: the 1-minute load average after the row. Matmul share: the part of a",
+        "plan's CPU time spent in matmuls and convolutions (torch.profiler, 3 plans); matmul rate: the",
+        "plan's FLOPs over that time, as a fraction of the peak. The rest is LayerNorm, activations,",
+        "sampling and dispatch, which do ~no FLOPs.",
         "",
         "| preset | device | dtype | compiled | p50 ms | p99 ms | CPU p50 / p99 ms | plan GFLOP | GFLOP/s "
-        "| matmul peak | fraction | warmup s | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| matmul peak | fraction | matmul share | matmul rate | warmup s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["plan"]:
         comp = ("yes" if r["compiled"] else "no") + (" + neighbour" if r["neighbour"] else "")
@@ -186,6 +217,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             f"| {r['preset']} | {r['device']} | {r['dtype']} | {comp} | {r['p50_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['cpu_p50_ms']:.1f} / {r['cpu_p99_ms']:.1f} | {r['plan_gflop']:.1f} | "
             f"{r['achieved_gflops']:.0f} | {r['matmul_peak_gflops']:.0f} | {r['fraction_of_peak']:.2f} | "
+            f"{r.get('matmul_share', float('nan')):.2f} | {r.get('matmul_rate_fraction', float('nan')):.2f} | "
             f"{r['warmup_s']:.1f} | {r['load_avg']:.1f} |"
         )
     lines += [
