@@ -211,13 +211,14 @@ def to_markdown(res: dict[str, Any]) -> str:
         "| matmul peak | fraction | matmul share | matmul rate | warmup s | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    nan = float("nan")  # rows of results written before the matmul columns existed
     for r in res["plan"]:
         comp = ("yes" if r["compiled"] else "no") + (" + neighbour" if r["neighbour"] else "")
         lines.append(
             f"| {r['preset']} | {r['device']} | {r['dtype']} | {comp} | {r['p50_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['cpu_p50_ms']:.1f} / {r['cpu_p99_ms']:.1f} | {r['plan_gflop']:.1f} | "
             f"{r['achieved_gflops']:.0f} | {r['matmul_peak_gflops']:.0f} | {r['fraction_of_peak']:.2f} | "
-            f"{r.get('matmul_share', float('nan')):.2f} | {r.get('matmul_rate_fraction', float('nan')):.2f} | "
+            f"{r.get('matmul_share', nan):.2f} | {r.get('matmul_rate_fraction', nan):.2f} | "
             f"{r['warmup_s']:.1f} | {r['load_avg']:.1f} |"
         )
     lines += [
