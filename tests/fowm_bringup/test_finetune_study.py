@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from fowm_bringup.finetune_study import main
+from fowm_bringup.finetune_study import RESTORABLE, main, restored
 from fowm_core.agent import FOWMAgent
 from fowm_core.config import config_to_dict, load_config
 from fowm_core.weights import save_weights
@@ -55,10 +55,32 @@ def test_expert_controlled_online_phase_trains_on_the_experts_episodes(run_dir, 
 
 def test_overrides_reach_the_finetuning_and_the_planner_acts_by_default(run_dir):
     res = main(["--run", str(run_dir), "--episodes", "1", "--eval-episodes", "1", "--eval-pretrained",
-                "--set", "schedule.utd=2"])  # fmt: skip
+                "--set", "schedule.utd=2", "--restore", "qs", "encoder"])  # fmt: skip
     assert res["online_policy"] == "planner"
     assert res["updates"] == 2 * 25
     assert "pretrained_planner_success" in res and "finetuned_planner_success" in res
+    for label in ("pretrained", "finetuned", "restored_qs", "restored_encoder"):
+        assert 0.0 <= res[f"{label}_planner_success"] <= 1.0
+    # The Q-ensemble's std along the chosen plans: the untrained members' zero output layers agree
+    # exactly, training makes them differ, and putting the pretrained Qs back reaches the planner.
+    assert res["pretrained_planner_uncertainty"] == 0.0
+    assert res["finetuned_planner_uncertainty"] > 0.0
+    assert res["restored_encoder_planner_uncertainty"] > 0.0
+    assert res["restored_qs_planner_uncertainty"] == 0.0
+
+
+def test_restore_groups_partition_the_model_and_put_back_only_their_tensors():
+    cfg = load_config("realtime-cpu", TINY)
+    spec = observation_spec(ObservationConfig())
+    pre = FOWMAgent(cfg, spec, ACTION_DIM).get_weights()
+    fine = {k: v + 1.0 for k, v in pre.items()}
+    owners = {k: [g for g, prefixes in RESTORABLE.items() if k.startswith(prefixes)] for k in pre}
+    assert all(len(gs) == 1 for gs in owners.values()), {k: gs for k, gs in owners.items() if len(gs) != 1}
+    for group in RESTORABLE:
+        mixed = restored(fine, pre, group)
+        back = {k for k in pre if mixed[k] is pre[k]}
+        assert back == {k for k, gs in owners.items() if gs == [group]} and back  # a real, non-empty group
+        assert all(mixed[k] is fine[k] for k in pre.keys() - back)
 
 
 def test_a_directory_that_is_not_a_demo_run_is_refused(tmp_path, capsys):

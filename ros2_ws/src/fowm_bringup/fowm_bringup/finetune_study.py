@@ -3,13 +3,17 @@
 
     python -m fowm_bringup.finetune_study --run artifacts/demo [--set optim.lr=1e-4 ...]
         [--online-policy planner|expert|random] [--episodes 10] [--eval-episodes 20] [--seed 1001]
+        [--restore qs reward ...]
 
 Loads the run's model config, pretrained weights and offline bags (what its trainer node started
 from), finetunes in process with `fowm_core.training.finetune_online` for `--episodes` online
 episodes (acting with the planner, as the demo, or with the scripted expert or a uniformly random
 policy as controls; overrides apply to the finetuning only), then evaluates the planner and the
 policy prior on held-out seeds 10000.. (20 by default: the demo's 10 are too noisy to tell variants
-apart). Prints one JSON line and appends it to `--results`. One torch thread unless told otherwise.
+apart), with the planner's mean Q-ensemble uncertainty along its chosen plans. `--restore GROUP ...`
+also evaluates the finetuned model with one head group at a time put back to its pretrained weights,
+to find which part of the model the finetuning damaged. Prints one JSON line and appends it to
+`--results`. One torch thread unless told otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +31,21 @@ from fowm_bringup.ros_demo import Layout
 
 POLICIES = ("planner", "expert", "random")
 EXPERT_NOISE = 0.6  # fowm-collect's "medium" reach level: the offline data's own behaviour
+# WorldModel state_dict prefixes of each head group `--restore` can put back (EMA targets included)
+RESTORABLE = {
+    "qs": ("qs.", "target.qs."),
+    "reward": ("reward_head.",),
+    "dynamics": ("dynamics.",),
+    "policy": ("policy.",),
+    "value": ("value.",),
+    "encoder": ("encoders.", "enc_norms.", "target.encoders.", "target.enc_norms."),
+}
+
+
+def restored(finetuned: dict, pretrained: dict, group: str) -> dict:
+    """The finetuned weights with `group`'s tensors taken from the pretrained ones."""
+    prefixes = RESTORABLE[group]
+    return {k: (pretrained[k] if k.startswith(prefixes) else v) for k, v in finetuned.items()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1001, help="first online episode's seed (and sampling)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--results", type=Path, default=None, help="JSONL file to append the result to")
+    p.add_argument(
+        "--restore", nargs="*", default=[], choices=sorted(RESTORABLE),
+        help="also evaluate the finetuned model with each of these head groups put back to pretrained",
+    )  # fmt: skip
     a = p.parse_args(argv)
     if a.episodes < 0 or a.eval_episodes < 1:
         p.error(f"need --episodes >= 0 and --eval-episodes >= 1, got {a.episodes}, {a.eval_episodes}")
@@ -91,22 +114,42 @@ def main(argv: list[str] | None = None) -> dict:
     }[a.online_policy]
     seeds = [10_000 + i for i in range(a.eval_episodes)]
 
-    def score(label: str) -> dict[str, float]:
-        plan = evaluate(agent, env, a.eval_episodes, seeds)
-        prior = evaluate(None, env, a.eval_episodes, seeds, policy=prior_policy(agent))
-        return {
+    def planner_policy(uncertainties: list[float]):
+        """The noise-free planner (as `evaluate` acts), keeping each plan's Q-ensemble uncertainty."""
+
+        def act(obs, first: bool) -> np.ndarray:
+            action = agent.act(obs, first_step=first, explore=False)
+            uncertainties.append(agent.planner.last_plan_info["uncertainty"])
+            return action
+
+        return act
+
+    def score(label: str, prior: bool = True) -> dict[str, float]:
+        unc: list[float] = []
+        plan = evaluate(agent, env, a.eval_episodes, seeds, policy=planner_policy(unc))
+        out = {
             f"{label}_planner_success": plan["success_rate"], f"{label}_planner_return": plan["return"],
-            f"{label}_prior_success": prior["success_rate"], f"{label}_prior_return": prior["return"],
+            f"{label}_planner_uncertainty": float(np.mean(unc)),
         }  # fmt: skip
+        if prior:
+            pri = evaluate(None, env, a.eval_episodes, seeds, policy=prior_policy(agent))
+            out |= {f"{label}_prior_success": pri["success_rate"], f"{label}_prior_return": pri["return"]}
+        return out
 
     result: dict = {"run": str(a.run), "task": task, "set": a.set, "online_policy": a.online_policy,
                     "episodes": a.episodes, "eval_episodes": a.eval_episodes, "seed": a.seed}  # fmt: skip
     if a.eval_pretrained:
         result |= score("pretrained")
+    pretrained = agent.get_weights()
     rows = finetune_online(
         agent, env, offline, online, a.episodes, progress=False, seed=a.seed, collect_policy=collect
     )
     result |= score("finetuned")
+    finetuned = agent.get_weights()
+    for group in a.restore:
+        agent.load_weights(restored(finetuned, pretrained, group))
+        result |= score(f"restored_{group}", prior=False)
+    agent.load_weights(finetuned)
     result |= {
         "online_returns": [round(r["return"], 3) for r in rows],
         "online_successes": [int(r["success"]) for r in rows],
