@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     for group in a.restore:
         agent.load_weights(restored(finetuned, pretrained, group))
         result |= score(f"restored_{group}", prior=False)
-    agent.load_weights(finetuned)
+    if a.restore:
+        agent.load_weights(finetuned)  # leave the agent as finetuned
     result |= {
         "online_returns": [round(r["return"], 3) for r in rows],
         "online_successes": [int(r["success"]) for r in rows],
