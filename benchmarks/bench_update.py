@@ -44,28 +44,17 @@ ACTION_DIM = 4  # xArm: end-effector xyz delta + gripper
 ROOT = Path(__file__).resolve().parents[1]
 OLD_REV = "3a2e68a"
 
-# Runs in a fresh interpreter with the fowm_core to time first on sys.path: a realtime-cpu update on
-# random_batch's 84x84 rgb + state windows at the preset's batch and dtype, one torch thread (this
-# module, imported there, then binds that fowm_core's Batch and specs).
+# Runs in a fresh interpreter with the fowm_core to time first on sys.path: this module's
+# bench_update (one torch thread, the realtime-cpu preset's batch and dtype), which then binds that
+# fowm_core's agent, config and specs.
 _WORKER = f"""
-import json, statistics, sys, time, torch
+import json, sys
 sys.path.insert(0, sys.argv[1])  # the fowm_core to time, ahead of the installed one
 sys.path.insert(1, {str(Path(__file__).resolve().parent)!r})
-torch.set_num_threads(1)
 import fowm_core
-from bench_update import ACTION_DIM, OBS_SPECS, random_batch
-from fowm_core.agent import FOWMAgent
-from fowm_core.config import load_config
-cfg = load_config("realtime-cpu")
-batch = random_batch(OBS_SPECS["rgb+state"], cfg.optim.horizon, cfg.optim.batch_size)
-agent = FOWMAgent(cfg, OBS_SPECS["rgb+state"], ACTION_DIM)
-for _ in range(3):
-    agent.update(batch)
-times = []
-for _ in range(int(sys.argv[2])):
-    t0 = time.perf_counter(); agent.update(batch); times.append(time.perf_counter() - t0)
-print(json.dumps({{"p50_ms": 1e3 * statistics.median(times), "batch_size": cfg.optim.batch_size,
-                  "amp_dtype": getattr(cfg.optim, "amp_dtype", "float32"), "fowm_core": fowm_core.__file__}}))
+from bench_update import bench_update
+res = bench_update("realtime-cpu", "rgb+state", threads=1, updates=int(sys.argv[2]))
+print(json.dumps({{**res, "fowm_core": fowm_core.__file__}}))
 """
 OBS_SPECS = {
     "rgb+state": ObservationSpec.make(rgb=(3, 84, 84), state_dim=8),
