@@ -134,6 +134,15 @@ def test_capacity_evicts_oldest_and_memory_is_bounded() -> None:
     assert set(ids.unique().tolist()) == set(kept)
 
 
+def test_holding_keeps_every_episode_with_no_spare_slots() -> None:
+    episodes = [make_episode(i, steps=10 + i) for i in range(5)]
+    buf = EpisodeBuffer.holding(SPEC, 2, episodes, H)
+    assert buf.capacity_steps == sum(len(e) + 1 for e in episodes)  # observation slots, not transitions
+    assert [int(buf.episode(i).obs["state"][0, 0]) for i in range(buf.num_episodes)] == list(range(5))
+    assert buf.num_transitions == sum(len(e) for e in episodes)
+    assert EpisodeBuffer.holding(SPEC, 2, [], H).capacity_steps == H + 1  # still one window's worth
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -96,10 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     obs_cfg = ObservationConfig()
     spec = observation_spec(obs_cfg)
     episodes = BagIngestor(obs_cfg).scan([str(layout.offline_bags)]).episodes
-    # capacities in observation slots (len + 1 per episode), as fowm-pretrain and the demo size them
-    offline = EpisodeBuffer(spec, ACTION_DIM, sum(len(e) + 1 for e in episodes), cfg.optim.horizon)
-    for e in episodes:
-        offline.add(e)
+    offline = EpisodeBuffer.holding(spec, ACTION_DIM, episodes, cfg.optim.horizon)
     online_capacity = (a.episodes + 1) * (cfg.schedule.episode_length + 1)
     online = EpisodeBuffer(spec, ACTION_DIM, online_capacity, cfg.optim.horizon)
     agent = FOWMAgent(cfg, spec, ACTION_DIM)

@@ -12,6 +12,7 @@ priorities set from the Q-ensemble's TD error by `update_priorities`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,13 +388,26 @@ class EpisodeBuffer:
         return spec, episodes
 
     @classmethod
+    def holding(
+        cls, obs_spec: ObservationSpec, action_dim: int, episodes: Sequence[Episode], horizon: int
+    ) -> EpisodeBuffer:
+        """A buffer sized for exactly `episodes` (len + 1 observation slots each; at least one window)
+        and holding them, in order."""
+        needed = sum(len(e) + 1 for e in episodes)
+        buf = cls(obs_spec, action_dim, max(needed, horizon + 1), horizon)
+        for e in episodes:
+            buf.add(e)
+        return buf
+
+    @classmethod
     def load_npz(
         cls, path: str | Path, action_dim: int, capacity_steps: int | None = None, horizon: int = 5
     ) -> EpisodeBuffer:
         """Build a buffer holding the episodes of a dataset (capacity defaults to its size)."""
         spec, episodes = cls.read_npz(path)
-        needed = sum(len(e) + 1 for e in episodes)
-        buf = cls(spec, action_dim, capacity_steps or max(needed, horizon + 1), horizon)
+        if capacity_steps is None:
+            return cls.holding(spec, action_dim, episodes, horizon)
+        buf = cls(spec, action_dim, capacity_steps, horizon)
         for e in episodes:
             buf.add(e)
         return buf

@@ -76,10 +76,7 @@ class OnlineTrainer:
         self.cfg = cfg
         self.agent = FOWMAgent(cfg, obs_spec, ACTION_DIM)
         h = cfg.optim.horizon
-        offline_slots = max(sum(len(e) + 1 for e in offline_episodes), h + 1)
-        self.offline = EpisodeBuffer(obs_spec, ACTION_DIM, offline_slots, h)
-        for e in offline_episodes:
-            self.offline.add(e)
+        self.offline = EpisodeBuffer.holding(obs_spec, ACTION_DIM, offline_episodes, h)
         self.online = EpisodeBuffer(obs_spec, ACTION_DIM, online_capacity, h)
         self.sampler = BalancedSampler(self.offline, self.online, cfg.schedule.offline_fraction, seed=seed)
         self.lock = threading.Lock()

@@ -139,10 +139,7 @@ def run(config: PretrainConfig) -> dict[str, Any]:
             print(f"fowm-pretrain: skipped {error}", file=sys.stderr)
         if not report.episodes:
             raise ValueError(f"no usable episodes in {config.bags}")
-        capacity = max(sum(len(e) + 1 for e in report.episodes), cfg.optim.horizon + 1)
-        buffer = EpisodeBuffer(spec, ACTION_DIM, capacity, cfg.optim.horizon)
-        for episode in report.episodes:
-            buffer.add(episode)
+        buffer = EpisodeBuffer.holding(spec, ACTION_DIM, report.episodes, cfg.optim.horizon)
         ingested, errors, duplicates = dict(ingestor.ingested), report.errors, report.duplicates
 
     def checkpoint() -> None:
