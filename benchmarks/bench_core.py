@@ -32,6 +32,7 @@ from fowm_core.agent import FOWMAgent
 from fowm_core.buffer import Episode, EpisodeBuffer
 from fowm_core.config import load_config
 from fowm_core.planner import plan_flops
+from fowm_core.runtime import keep_freed_memory
 from fowm_core.specs import ObservationSpec
 
 ACTION_DIM = 4  # xArm: end-effector xyz delta + gripper
@@ -188,7 +189,11 @@ def to_markdown(res: dict[str, Any]) -> str:
     lines = [
         f"# fowm_core benchmark ({res['date']}, {res['machine']})",
         "",
-        f"torch {res['torch']}, {res['threads']} threads. Matmul {res['matmul_n']}^3, best of runs:",
+        f"torch {res['torch']}, {res['threads']} threads. Allocator: "
+        + {True: "glibc malloc keeps freed memory (`keep_freed_memory`, as the nodes run).",
+           False: "glibc's default malloc thresholds.", None: "not recorded (glibc's defaults)."}[
+            res.get("malloc_tuned")]
+        + f" Matmul {res['matmul_n']}^3, best of runs:",
         "",
         "| device | dtype | matmul GFLOP/s |",
         "|---|---|---|",
@@ -244,9 +249,14 @@ def main() -> None:
     parser.add_argument(
         "--no-updates", action="store_true", help="plans only (bench_update.py times updates)"
     )
+    parser.add_argument(
+        "--default-allocator", action="store_true",
+        help="keep glibc's malloc thresholds (default: keep_freed_memory, as the planner and trainer run)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    malloc_tuned = False if args.default_allocator else keep_freed_memory()
     plans, updates, mm_reps, n = (5, 2, 3, 1024) if args.quick else (40, 8, 10, 2048)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     res: dict[str, Any] = {
@@ -254,6 +264,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick, "matmul_n": n,
+        "malloc_tuned": malloc_tuned,
         "matmul_gflops": {}, "plan": [], "updates": [],
     }  # fmt: skip
     for dev in devices:

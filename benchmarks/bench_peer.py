@@ -97,9 +97,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from fowm_core.agent import FOWMAgent
     from fowm_core.config import load_config
     from fowm_core.planner import plan_flops
+    from fowm_core.runtime import keep_freed_memory
     from fowm_core.specs import ObservationSpec
 
     torch.set_num_threads(args.threads)
+    # the process as the planner node runs it; LeRobot's plans share the process and its allocator
+    malloc_tuned = False if args.default_allocator else keep_freed_memory()
     torch.manual_seed(0)
     spec = ObservationSpec.make(rgb=(3, 84, 84), state_dim=8)
     rng = np.random.default_rng(0)
@@ -184,7 +187,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__, "threads": torch.get_num_threads(), "lerobot": LEROBOT,
         "matmul_peak_gflops": peaks, "plan_gflop": flops[next(iter(ours))] / 1e9,
         "lerobot_plan_gflop": lerobot_flops / 1e9, "plans": plans, "updates": [],
-        "load_before": args.load_before, "load_after": list(os.getloadavg()),
+        "load_before": args.load_before, "load_after": list(os.getloadavg()), "malloc_tuned": malloc_tuned,
     }  # fmt: skip
     print(to_markdown({**res, "updates": []}), flush=True)  # the plans survive a failing update run
     try:
@@ -275,6 +278,13 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"computes it, {res['plan_gflop']:.0f} GFLOP in ours, which scores the policy proposals' "
         "rollout once per plan instead of at every iteration (same returns).",
         "",
+        "Allocator: " + {
+            True: "glibc malloc keeps freed memory (`fowm_core.runtime.keep_freed_memory`, as the nodes "
+            "run), for both sides.",
+            False: "glibc's default malloc thresholds, for both sides.",
+            None: "not recorded (a run before 2026-12-03 21:00 UTC: glibc's defaults).",
+        }[res.get("malloc_tuned")],
+        "",
         "CPU ms: the planning thread's own CPU time (what a plan costs with a core to itself).",
         "",
         "| plan (encode + plan) | p50 ms | p99 ms | speed vs LeRobot fp32 | CPU p50 ms "
@@ -306,6 +316,10 @@ def main() -> int:
     p.add_argument("--plans", type=int, default=0, help="plans per planner (default 10, quick 3)")
     p.add_argument("--updates", type=int, default=-1, help="updates per side (default 5, quick 2; 0: none)")
     p.add_argument("--out", default=str(ROOT / "bench-results"))
+    p.add_argument(
+        "--default-allocator", action="store_true",
+        help="keep glibc's malloc thresholds (default: keep_freed_memory, as the nodes run)",
+    )  # fmt: skip
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)  # running inside the venv
     p.add_argument("--load-before", type=float, nargs="*", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -321,8 +335,8 @@ def main() -> int:
                 "--threads", str(a.threads), "--plans", str(a.plans), "--updates", str(a.updates),
                 "--load-before", *map(str, os.getloadavg()),
             ]  # fmt: skip
-            if a.quick:
-                cmd.append("--quick")
+            cmd += ["--quick"] if a.quick else []
+            cmd += ["--default-allocator"] if a.default_allocator else []
             r = subprocess.run(cmd)
             if r.returncode == 0:
                 return 0

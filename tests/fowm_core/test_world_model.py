@@ -142,6 +142,17 @@ def test_random_shift_keeps_uint8_and_moves_content_within_pad() -> None:
         random_shift(img, pad=-1)
 
 
+def test_random_shift_equals_replicate_pad_and_crop() -> None:
+    """Against the definition: replicate-pad by `pad`, crop at the drawn offset (same draws)."""
+    img = torch.randint(0, 256, (3, 4, 3, 20, 24), dtype=torch.uint8)
+    pad = 4
+    out = random_shift(img, pad=pad, generator=torch.Generator().manual_seed(5))
+    off = torch.randint(0, 2 * pad + 1, (12, 2), generator=torch.Generator().manual_seed(5))
+    padded = torch.nn.functional.pad(img.reshape(12, 3, 20, 24).float(), (pad,) * 4, mode="replicate")
+    want = torch.stack([padded[k, :, dy : dy + 20, dx : dx + 24] for k, (dy, dx) in enumerate(off.tolist())])
+    assert torch.equal(out.reshape(12, 3, 20, 24), want.to(torch.uint8))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_weights_roundtrip_gives_identical_actions(dtype: str) -> None:
     cfg = load_config("paper", {**SMALL, "planner": {"num_samples": 32, "num_elites": 8, "dtype": dtype}})

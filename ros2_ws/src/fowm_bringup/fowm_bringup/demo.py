@@ -154,20 +154,20 @@ class ObservationFilter:
 
 
 def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
-    import torch
     from tqdm import tqdm
 
     from fowm_core.agent import FOWMAgent
     from fowm_core.buffer import EpisodeBuffer
     from fowm_core.config import load_config
     from fowm_core.metrics import MetricsLogger
+    from fowm_core.runtime import configure_process
     from fowm_core.training import collect_episode, evaluate, finetune_online, pretrain_offline
     from fowm_core.weights import save_weights
     from fowm_sim.config import SimConfig
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
 
-    torch.set_num_threads(cfg.threads)
+    configure_process(cfg.threads)
     # sim-state runs discard the rgb observation: render it small and directly instead of from a
     # 640x480 frame (the demo GIF renders its own full frames either way).
     sim = XArmTaskEnv(task, SimConfig(task=task, obs_from_full_frame=cfg.observations != "sim-state"))

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fowm_bringup.demo import parse_overrides, prior_policy
 from fowm_bringup.ros_demo import Layout
@@ -75,11 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
-    torch.set_num_threads(a.threads)
     # Imported after argument checks: the sim and torch models take a few seconds to load.
     from fowm_core.agent import FOWMAgent
     from fowm_core.buffer import EpisodeBuffer
     from fowm_core.config import load_config
+    from fowm_core.runtime import configure_process
     from fowm_core.training import evaluate, finetune_online
     from fowm_core.weights import load_weights_into
     from fowm_sim.env import XArmTaskEnv
@@ -87,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     from fowm_trainer.ingest import ACTION_DIM, BagIngestor, observation_spec
     from fowm_xarm.observation import ObservationConfig
 
+    configure_process(a.threads)
     t0 = time.perf_counter()
     layout = Layout(a.run)
     summary_file = layout.root / "summary.json"

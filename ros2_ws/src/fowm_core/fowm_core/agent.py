@@ -89,8 +89,10 @@ class FOWMAgent:
             for n, p in self.model.named_parameters()
             if not n.startswith("target.") and id(p) not in policy_ids
         ]
-        self.model_optim = torch.optim.Adam(self._model_params, lr=cfg.optim.lr)
-        self.pi_optim = torch.optim.Adam(policy_params, lr=cfg.optim.lr)
+        # fused: one kernel per step for all parameters instead of ~10 ops per tensor (the same
+        # update up to float rounding; ~3 % of a realtime-cpu pixel update on the 2-core CPU)
+        self.model_optim = torch.optim.Adam(self._model_params, lr=cfg.optim.lr, fused=True)
+        self.pi_optim = torch.optim.Adam(policy_params, lr=cfg.optim.lr, fused=True)
         lam = 0.0 if cfg.mode == "tdmpc" else cfg.planner.uncertainty_coef
         self.planner = UncertaintyPenalisedMPPI(cfg.planner, self.action_dim, self.device, cfg.seed, lam)
         self._aug_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)

@@ -22,12 +22,16 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     n, dev = x.shape[0], x.device
     off = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=dev)  # (N, [dy, dx])
     # Output pixel (i, j) of image k is the source pixel (i + dy - pad, j + dx - pad) clamped to the
-    # image: replicate padding without building the padded copy. Rows are picked with one
-    # index_select of whole image rows, columns with one gather through a broadcast index; on a CPU
-    # this is ~10x faster than padding in float and indexing, and the output is identical.
-    rows = (off[:, :1] - pad + torch.arange(h, device=dev)).clamp_(0, h - 1)  # (N, H)
-    cols = (off[:, 1:] - pad + torch.arange(w, device=dev)).clamp_(0, w - 1)  # (N, W)
+    # image (replicate padding). Each output row is then a run of w consecutive bytes of the source row
+    # (i + dy - pad clamped) once that row is padded by `pad` edge pixels on both sides: pad the
+    # columns (one concatenation), view the flat padded images as all its length-w windows (a
+    # stride-1 unfold, no copy) and pick one window per output row with a single index_select of
+    # whole rows. On a CPU this is ~2x faster than an elementwise gather of the columns and ~20x
+    # faster than padding in float and indexing; the output is identical.
+    wp = w + 2 * pad
+    padded = torch.cat([x[..., :1].expand(n, c, h, pad), x, x[..., -1:].expand(n, c, h, pad)], -1)
+    rows = (off[:, :1] - pad + torch.arange(h, device=dev)).clamp_(0, h - 1)  # (N, H) source rows
     first_row = (torch.arange(n * c, device=dev) * h).view(n, c, 1)  # (N, C, 1) row of (k, ch, 0)
-    picked = x.reshape(n * c * h, w).index_select(0, (first_row + rows[:, None, :]).reshape(-1))
-    out = picked.view(n, c * h, w).gather(2, cols[:, None, :].expand(n, c * h, w))
-    return out.reshape(*lead, c, h, w)
+    starts = (first_row + rows[:, None, :]) * wp + off[:, 1].view(n, 1, 1)  # (N, C, H) window starts
+    windows = padded.reshape(-1).unfold(0, w, 1)  # (N*C*H*wp - w + 1, w): every run of w pixels
+    return windows.index_select(0, starts.reshape(-1)).reshape(*lead, c, h, w)

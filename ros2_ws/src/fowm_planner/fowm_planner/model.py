@@ -15,6 +15,7 @@ import torch
 
 from fowm_core.agent import FOWMAgent
 from fowm_core.config import load_config
+from fowm_core.runtime import configure_process
 from fowm_core.specs import ObservationSpec
 from fowm_core.weights import WeightsMetadata, load_weights_into, weights_sha256
 from fowm_xarm.command import ACTION_DIM
@@ -49,7 +50,7 @@ def build_agent(
 ) -> tuple[FOWMAgent, WeightsMetadata | None, str]:
     """The agent of a preset for observations `keys`, with `weights_file` loaded (validated) if given.
     Returns (agent, weights metadata or None, sha256 of the weights file or "")."""
-    torch.set_num_threads(torch_threads)
+    configure_process(torch_threads)
     overrides: dict[str, Any] = {}
     if device:
         overrides["device"] = resolve_device(device)

@@ -170,10 +170,6 @@ class _Snapshot:
         return self._state
 
 
-def set_torch_threads(threads: int) -> None:
-    torch.set_num_threads(max(1, int(threads)))
-
-
 def checkpoint_extra(path: str | Path) -> dict[str, Any]:
     """The `extra` of a trainer checkpoint (for tools and tests)."""
     return torch.load(path, map_location="cpu", weights_only=True)["extra"]

@@ -33,6 +33,7 @@ from fowm_core.agent import FOWMAgent
 from fowm_core.buffer import EpisodeBuffer
 from fowm_core.config import FOWMConfig, config_to_dict, load_config
 from fowm_core.metrics import MetricsLogger, read_jsonl
+from fowm_core.runtime import configure_process
 from fowm_core.training import pretrain_offline
 from fowm_core.weights import load_checkpoint, save_checkpoint, save_weights
 from fowm_trainer.ingest import ACTION_DIM, BagIngestor, observation_spec, stored_digest
@@ -103,7 +104,7 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def run(config: PretrainConfig) -> dict[str, Any]:
     """Pretrain (or resume); returns the summary also written to <output>/summary.json."""
-    torch.set_num_threads(config.threads)
+    configure_process(config.threads)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     cfg = config.fowm_config()

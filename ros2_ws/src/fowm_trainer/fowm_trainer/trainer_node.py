@@ -33,11 +33,12 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import UInt8MultiArray
 
 from fowm_core.config import load_config
+from fowm_core.runtime import configure_process
 from fowm_core.weights import load_key_file
 from fowm_trainer.assembler import AssemblerConfig, EpisodeAssembler
 from fowm_trainer.ingest import BagIngestor, observation_spec
 from fowm_trainer.live_feed import LiveEpisodeFeed
-from fowm_trainer.online import OnlineTrainer, SignedWeights, episode_identity, set_torch_threads
+from fowm_trainer.online import OnlineTrainer, SignedWeights, episode_identity
 from fowm_trainer.settings import observation_config, parse_overrides
 from fowm_xarm import topics
 from fowm_xarm.observation import SIM_CAMERA_CROP
@@ -112,7 +113,7 @@ class TrainerNode(Node):
         super().__init__(NODE_NAME, **overrides)
         self.config = cfg = declare_config(self, TrainerNodeConfig)
         log = self.get_logger()
-        set_torch_threads(cfg.threads)
+        configure_process(cfg.threads)
         fowm_cfg = load_config(cfg.preset, parse_overrides(cfg.overrides))
         obs_cfg = observation_config(cfg.image_size, cfg.image_crop)
         self.key = load_key_file(cfg.key_file) if cfg.key_file else None
