@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch._dynamo.utils import counters
 
+from fowm_core import planner as planner_module
 from fowm_core.agent import FOWMAgent
 from fowm_core.config import PlannerConfig, load_config
 from fowm_core.planner import UncertaintyPenalisedMPPI, plan_flops
@@ -359,3 +360,31 @@ def test_fused_compiled_plan_scores_like_the_plain_one() -> None:
     compiled.generator.set_state(state)
     compiled.plan(obs, first_step=True)
     assert compiled.last_plan_info["predicted_return"] - before == pytest.approx(2.71, abs=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_compiled_low_precision_tanh_is_tanh_up_to_one_rounding_step(dtype: torch.dtype) -> None:
+    """The Q heads' tanh, compiled over bf16/fp16 (a Pade approximant, no exp), against float64 tanh:
+    within one unit in the last place of the dtype everywhere, and mostly the correctly rounded value."""
+    x = torch.linspace(-12.0, 12.0, 200_001, dtype=torch.float64)
+    got = torch.compile(planner_module._tanh, dynamic=False)(x.to(dtype)).double()
+    want = torch.tanh(x.to(dtype).double())  # tanh of the same rounded inputs
+    ulp = 2.0 ** -(8 if dtype == torch.bfloat16 else 11)  # spacing of the dtype in [0.5, 1)
+    assert (got - want).abs().max().item() <= ulp
+    assert (got == want.to(dtype).double()).double().mean().item() > 0.9
+    assert got.abs().max().item() <= 1.0
+
+
+def test_compiled_low_precision_layer_norm_matches_torchs() -> None:
+    """The stacked heads' LayerNorm + per-group affine, compiled over bf16 (one-pass statistics),
+    against torch's LayerNorm in float64 on the same bf16 inputs, including rows whose mean is 30x
+    their spread: within the bf16 rounding of the result."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 64, 512, generator=g, dtype=torch.float64) * torch.rand(3, 64, 1, generator=g) * 4
+    h = (h + 30.0 * torch.rand(3, 64, 1, generator=g) * h.std(-1, keepdim=True)).to(torch.bfloat16)
+    w = (1 + 0.1 * torch.randn(3, 1, 512, generator=g)).to(torch.bfloat16)
+    b = (0.1 * torch.randn(3, 1, 512, generator=g)).to(torch.bfloat16)
+    got = torch.compile(planner_module._ln_affine, dynamic=False)(h, w, b).double()
+    want = torch.nn.functional.layer_norm(h.double(), (512,)) * w.double() + b.double()
+    # bf16 keeps 8 significant bits: half a unit in the last place is 2^-9 of the value
+    assert ((got - want).abs() <= want.abs() * 2.0**-8 + 1e-3).all()

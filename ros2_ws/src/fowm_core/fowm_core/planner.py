@@ -85,9 +85,37 @@ def _mish(x: torch.Tensor) -> torch.Tensor:
     return x * (1.0 - s2) / (1.0 + s2)
 
 
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    """The Q heads' tanh. Compiled over bf16/fp16 tensors: the [7/6] Pade approximant of tanh on x
+    clamped to +-5, x (135135 + 17325 x^2 + 378 x^4 + x^6) / (135135 + 62370 x^2 + 3150 x^4 + 28 x^6),
+    whose largest error (1.0e-4, at the clamp) is under half a unit in the last place of either dtype
+    near 1, so the rounded result is tanh's up to a rounding step. It needs no exp: ~5 % of a `paper`
+    bf16 compiled plan on the 2-core CPU (2026-12-03, interleaved in one process). Otherwise tanh."""
+    if not (torch.compiler.is_compiling() and x.dtype in _LOW_PRECISION):
+        return fast_tanh(x)
+    y = x.clamp(-5.0, 5.0)
+    y2 = y * y
+    num = y * (135135.0 + y2 * (17325.0 + y2 * (378.0 + y2)))
+    return num / (135135.0 + y2 * (62370.0 + y2 * (3150.0 + 28.0 * y2)))
+
+
 def _ln_affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """LayerNorm over the last dim with a per-group affine (weight, bias broadcast over rows)."""
-    return F.layer_norm(h, h.shape[-1:]).mul_(weight).add_(bias)
+    """LayerNorm over the last dim with a per-group affine (weight, bias broadcast over rows).
+
+    Compiled over bf16/fp16 tensors, the statistics are taken in float32 in one pass, var = E[h^2] -
+    E[h]^2, so inductor reads each row once for both sums instead of once per sum (torch's kernel
+    subtracts the mean first). The cancellation this invites costs ~1e-7 (mean/std)^2 relative error
+    in the variance: below the inputs' own rounding (~4e-3 in bf16) unless |mean| > ~100 std, far from
+    what a LayerNorm sees after a linear layer. ~6 % of a `paper` bf16 compiled plan (2026-12-03)."""
+    if not (torch.compiler.is_compiling() and h.dtype in _LOW_PRECISION):
+        return F.layer_norm(h, h.shape[-1:]).mul_(weight).add_(bias)
+    x = h.float()
+    mean = x.mean(-1, keepdim=True)
+    var = (x * x).mean(-1, keepdim=True) - mean * mean
+    return ((x - mean) * torch.rsqrt(var.clamp_min(0.0) + 1e-5) * weight + bias).to(h.dtype)
 
 
 def _is_mlp(m: nn.Module) -> bool:
@@ -183,7 +211,7 @@ class FusedHeads(nn.Module):
 
     def _q_head(self, h: torch.Tensor) -> torch.Tensor:
         """The Q-ensemble after its first matmul: h (E, M, D) -> (E, M)."""
-        h = fast_tanh(_ln_affine(h, self.ln1_w[2:], self.ln1_b[2:]))
+        h = _tanh(_ln_affine(h, self.ln1_w[2:], self.ln1_b[2:]))
         h = F.elu(torch.bmm(h, self.w2[2:]) + self.b2[2:])
         return (h * self.w3_rq[1:]).sum(-1) + self.b3_rq[1:]
 
