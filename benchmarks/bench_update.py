@@ -38,7 +38,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from fowm_core import world_model
 from fowm_core.agent import FOWMAgent
 from fowm_core.config import load_config
-from fowm_core.runtime import keep_freed_memory
 from fowm_core.specs import Batch, ObservationSpec
 
 ACTION_DIM = 4  # xArm: end-effector xyz delta + gripper
@@ -261,6 +260,10 @@ def main() -> None:
         help="keep glibc's malloc thresholds for the rows (default: keep_freed_memory, as the trainer runs)",
     )  # fmt: skip
     a = p.parse_args()
+    # imported here, not at the top: the old-vs-today workers import this module under an old
+    # fowm_core that has no runtime module
+    from fowm_core.runtime import keep_freed_memory
+
     malloc_tuned = False if a.default_allocator else keep_freed_memory()
     presets = [("realtime-cpu", None)] if a.quick else [("realtime-cpu", None), ("paper", None)]
     res: dict[str, Any] = {
