@@ -40,6 +40,30 @@ RGB_STATE = ObservationSpec.make(rgb=(3, 84, 84), state_dim=8)
 STATE_ONLY = ObservationSpec.make(state_dim=8)
 
 
+
+def add_allocator_option(parser: argparse.ArgumentParser) -> None:
+    """--default-allocator, shared by the benchmarks that time plans or updates."""
+    parser.add_argument(
+        "--default-allocator", action="store_true",
+        help="keep glibc's malloc thresholds (default: keep_freed_memory, as the nodes run)",
+    )  # fmt: skip
+
+
+def set_up_allocator(args: argparse.Namespace) -> bool:
+    """This process's allocator as --default-allocator asks; returns whether freed memory is kept."""
+    return False if args.default_allocator else keep_freed_memory()
+
+
+def allocator_note(tuned: bool | None) -> str:
+    """One sentence for a result file's header (None: a result file written before it was recorded)."""
+    return {
+        True: "Allocator: glibc malloc keeps freed memory (`fowm_core.runtime.keep_freed_memory`, as the "
+        "nodes run).",
+        False: "Allocator: glibc's default malloc thresholds.",
+        None: "Allocator: not recorded (glibc's defaults).",
+    }[tuned]
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -189,11 +213,8 @@ def to_markdown(res: dict[str, Any]) -> str:
     lines = [
         f"# fowm_core benchmark ({res['date']}, {res['machine']})",
         "",
-        f"torch {res['torch']}, {res['threads']} threads. Allocator: "
-        + {True: "glibc malloc keeps freed memory (`keep_freed_memory`, as the nodes run).",
-           False: "glibc's default malloc thresholds.", None: "not recorded (glibc's defaults)."}[
-            res.get("malloc_tuned")]
-        + f" Matmul {res['matmul_n']}^3, best of runs:",
+        f"torch {res['torch']}, {res['threads']} threads. {allocator_note(res.get('malloc_tuned'))} "
+        f"Matmul {res['matmul_n']}^3, best of runs:",
         "",
         "| device | dtype | matmul GFLOP/s |",
         "|---|---|---|",
@@ -249,14 +270,11 @@ def main() -> None:
     parser.add_argument(
         "--no-updates", action="store_true", help="plans only (bench_update.py times updates)"
     )
-    parser.add_argument(
-        "--default-allocator", action="store_true",
-        help="keep glibc's malloc thresholds (default: keep_freed_memory, as the planner and trainer run)",
-    )  # fmt: skip
+    add_allocator_option(parser)
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    malloc_tuned = False if args.default_allocator else keep_freed_memory()
+    malloc_tuned = set_up_allocator(args)
     plans, updates, mm_reps, n = (5, 2, 3, 1024) if args.quick else (40, 8, 10, 2048)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     res: dict[str, Any] = {

@@ -90,6 +90,7 @@ def _p99_ms(xs: list[float]) -> float:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
+    from bench_core import set_up_allocator
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.tdmpc.configuration_tdmpc import TDMPCConfig
     from lerobot.policies.tdmpc.modeling_tdmpc import TDMPCPolicy
@@ -97,12 +98,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from fowm_core.agent import FOWMAgent
     from fowm_core.config import load_config
     from fowm_core.planner import plan_flops
-    from fowm_core.runtime import keep_freed_memory
     from fowm_core.specs import ObservationSpec
 
     torch.set_num_threads(args.threads)
     # the process as the planner node runs it; LeRobot's plans share the process and its allocator
-    malloc_tuned = False if args.default_allocator else keep_freed_memory()
+    malloc_tuned = set_up_allocator(args)
     torch.manual_seed(0)
     spec = ObservationSpec.make(rgb=(3, 84, 84), state_dim=8)
     rng = np.random.default_rng(0)
@@ -264,6 +264,8 @@ def measure_updates(args: argparse.Namespace, peer: Any, lcfg: Any, spec: Any) -
 
 
 def to_markdown(res: dict[str, Any]) -> str:
+    from bench_core import allocator_note
+
     if "skipped" in res:
         return f"# Peer benchmark (LeRobot TD-MPC)\n\nSkipped: {res['skipped']}\n"
     pk = res["matmul_peak_gflops"]
@@ -278,12 +280,7 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"computes it, {res['plan_gflop']:.0f} GFLOP in ours, which scores the policy proposals' "
         "rollout once per plan instead of at every iteration (same returns).",
         "",
-        "Allocator: " + {
-            True: "glibc malloc keeps freed memory (`fowm_core.runtime.keep_freed_memory`, as the nodes "
-            "run), for both sides.",
-            False: "glibc's default malloc thresholds, for both sides.",
-            None: "not recorded (a run before 2026-12-03 21:00 UTC: glibc's defaults).",
-        }[res.get("malloc_tuned")],
+        allocator_note(res.get("malloc_tuned")) + " Both sides run in this process under it.",
         "",
         "CPU ms: the planning thread's own CPU time (what a plan costs with a core to itself).",
         "",
@@ -310,16 +307,15 @@ def to_markdown(res: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    from bench_core import add_allocator_option
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repetitions, no compiled variant")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--plans", type=int, default=0, help="plans per planner (default 10, quick 3)")
     p.add_argument("--updates", type=int, default=-1, help="updates per side (default 5, quick 2; 0: none)")
     p.add_argument("--out", default=str(ROOT / "bench-results"))
-    p.add_argument(
-        "--default-allocator", action="store_true",
-        help="keep glibc's malloc thresholds (default: keep_freed_memory, as the nodes run)",
-    )  # fmt: skip
+    add_allocator_option(p)
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)  # running inside the venv
     p.add_argument("--load-before", type=float, nargs="*", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()

@@ -200,15 +200,15 @@ def against(rev: str, rounds: int = 3, updates: int = 10) -> dict[str, Any]:
 
 
 def to_markdown(res: dict[str, Any]) -> str:
+    from bench_core import allocator_note  # not at the top: see main
+
     lines = [
         f"# FOWM update benchmark ({res['date']}, {res['machine']})",
         "",
         f"torch {res['torch']}. One update = one world-model step and one policy step on a batch of",
         "length-5 windows (84x84 rgb + 8-d state, 4-d actions, augmentation included). FLOPs from",
         "FlopCounterMode; the matmul peak (1024^3, same dtype) is measured in the same process.",
-        {True: "Allocator: glibc malloc keeps freed memory (`keep_freed_memory`, as the trainer runs).",
-         False: "Allocator: glibc's default malloc thresholds.",
-         None: "Allocator: not recorded (glibc's defaults)."}[res.get("malloc_tuned")],
+        allocator_note(res.get("malloc_tuned")),
         "",
         "| preset | batch | dtype | threads | p50 ms | updates/s | GFLOP/update | GFLOP/s | matmul peak "
         "| fraction |",
@@ -255,16 +255,13 @@ def main() -> None:
     p.add_argument("--out", default="bench-results")
     p.add_argument("--against", default=OLD_REV, help="git revision to time the old update of ('' skips)")
     p.add_argument("--only-against", action="store_true", help="time only the old-vs-today comparison")
-    p.add_argument(
-        "--default-allocator", action="store_true",
-        help="keep glibc's malloc thresholds for the rows (default: keep_freed_memory, as the trainer runs)",
-    )  # fmt: skip
-    a = p.parse_args()
     # imported here, not at the top: the old-vs-today workers import this module under an old
-    # fowm_core that has no runtime module
-    from fowm_core.runtime import keep_freed_memory
+    # fowm_core that has no runtime module (which bench_core imports)
+    from bench_core import add_allocator_option, set_up_allocator
 
-    malloc_tuned = False if a.default_allocator else keep_freed_memory()
+    add_allocator_option(p)
+    a = p.parse_args()
+    malloc_tuned = set_up_allocator(a)
     presets = [("realtime-cpu", None)] if a.quick else [("realtime-cpu", None), ("paper", None)]
     res: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
