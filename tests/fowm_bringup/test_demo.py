@@ -31,6 +31,7 @@ def test_short_demo_runs_every_stage_and_writes_its_artefacts(tmp_path):
         f"--task reach --offline-episodes 20 --offline-updates {UPDATES} --online-episodes {ONLINE_EPISODES}"
     )
     args = [*args.split(), "--eval-episodes", str(EVAL_EPISODES), "--no-progress", "--out", str(tmp_path)]
+    args += ["--set", "optim.compile=false"]  # 600 updates do not repay a compile
     run = subprocess.run(
         [sys.executable, "-m", "fowm_bringup.demo", *args], capture_output=True, text=True, timeout=1200
     )
@@ -145,7 +146,7 @@ def test_policy_prior_stays_alive_when_pretrained_on_sim_push_data(mode, one_tor
         noisy_expert = lambda _o, _f: expert(sim, rng, PRESETS["medium"]["push"][0])  # noqa: E731
         buf.add(collect_episode(None, env, False, seed=i, policy=noisy_expert))
     sim.close()
-    agent = FOWMAgent(load_config("realtime-cpu", {"mode": mode}), env.spec(), 4)
+    agent = FOWMAgent(load_config("realtime-cpu", {"mode": mode, "optim": {"compile": False}}), env.spec(), 4)
     probe = buf.sample(256, np.random.default_rng(1)).obs["state"][0]
     dead_at = []
     for chunk in range(6):  # 300 updates; the earlier baseline was dead from ~150 on

@@ -13,7 +13,10 @@ import pytest
 
 from fowm_bringup.eval import EvalConfig
 
-ARGS = "--task reach --seeds 5 --offline-episodes 2 --offline-updates 3 --online-episodes 1 --eval-episodes 1"
+ARGS = (
+    "--task reach --seeds 5 --offline-episodes 2 --offline-updates 3 --online-episodes 1 --eval-episodes 1"
+    " --set optim.compile=false"  # 28 updates do not repay a compile
+)
 
 
 def _eval(out) -> subprocess.CompletedProcess:

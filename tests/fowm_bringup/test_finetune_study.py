@@ -19,7 +19,7 @@ from fowm_trainer.ingest import ACTION_DIM, observation_spec
 from fowm_xarm.observation import ObservationConfig
 
 TINY = {"model": {"mlp_dim": 32, "latent_dim": 8, "num_channels": 4, "state_enc_dim": 16},
-        "optim": {"batch_size": 8}}  # fmt: skip
+        "optim": {"batch_size": 8, "compile": False}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

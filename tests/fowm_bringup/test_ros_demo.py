@@ -26,7 +26,7 @@ import torch
 TINY = (
     "model.latent_dim=16 model.mlp_dim=32 model.state_enc_dim=32 model.num_channels=4 "
     "planner.num_samples=16 planner.iterations=2 planner.num_elites=4 planner.num_pi_trajs=4 "
-    "optim.batch_size=8"
+    "optim.batch_size=8 optim.compile=false"
 ).split()
 UPDATES, EVAL_EPISODES = 30, 2
 

@@ -22,6 +22,7 @@ TINY = [
     "model.state_enc_dim=16",
     "model.num_channels=4",
     "optim.batch_size=8",
+    "optim.compile=false",
 ]
 UPDATES = 80
 

@@ -43,7 +43,9 @@ def _machine(root: Path, name: str, utd: float = 0.2) -> Path:
     home = root / name
     home.mkdir()
     cfg = config_to_dict(
-        load_config("realtime-cpu", {**TINY, "optim": {"batch_size": 8}, "schedule": {"utd": utd}})
+        load_config(
+            "realtime-cpu", {**TINY, "optim": {"batch_size": 8, "compile": False}, "schedule": {"utd": utd}}
+        )
     )
     (home / "preset.yaml").write_text(yaml.safe_dump(cfg))
     return home

@@ -44,6 +44,8 @@ class EvalConfig:
     """Seeds: each seeds the data collection, the agent and the online episodes of one run."""
     preset: str = "realtime-cpu"
     """fowm_core preset for both modes."""
+    overrides: tuple[str, ...] = ()
+    """Preset overrides (key=value) for both modes, as make demo's --set."""
     offline_episodes: int = 40
     offline_updates: int = 2500
     online_episodes: int = 10
@@ -82,7 +84,7 @@ class EvalConfig:
             offline_updates=self.offline_updates,
             online_episodes=self.online_episodes,
             eval_episodes=self.eval_episodes,
-            overrides=(f"device={device}",) if device else (),
+            overrides=((f"device={device}",) if device else ()) + self.overrides,
             seed=seed,
             threads=self.threads,
             out=str(Path(self.out) / "runs" / f"{task}-{mode}-s{seed}"),
@@ -190,6 +192,10 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--mode", nargs="+", default=list(d.modes), help="fowm tdmpc")
     p.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds))
     p.add_argument("--preset", default=d.preset)
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE",
+        help="preset overrides for both modes, e.g. optim.compile=false",
+    )  # fmt: skip
     for name in ("offline_episodes", "offline_updates", "online_episodes", "eval_episodes", "threads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     p.add_argument("--device", default=d.device, help="auto (cuda when present) | cpu | cuda")
@@ -201,6 +207,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
         modes=tuple(a.mode),
         seeds=tuple(a.seeds),
         preset=a.preset,
+        overrides=tuple(a.set),
         offline_episodes=a.offline_episodes,
         offline_updates=a.offline_updates,
         online_episodes=a.online_episodes,

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from fowm_core.augment import random_shift
 from fowm_core.config import FOWMConfig
 from fowm_core.planner import UncertaintyPenalisedMPPI
 from fowm_core.specs import RGB_KEY, Batch, ObservationSpec
-from fowm_core.world_model import WorldModel
+from fowm_core.world_model import WorldModel, draw_pair
 
 # The official code clips the offline dataset's actions to +-(1 - 1e-5) (`is_data_clip`,
 # `data_clip_eps`); we clip every batch, which differs from it by at most 1e-5 on online actions.
@@ -100,6 +101,11 @@ class FOWMAgent:
         self.num_updates = 0
         self.td_priority: np.ndarray | None = None  # (B,) of the last update: feed to update_priorities
         self._planner_stale = True
+        if cfg.optim.compile:
+            # The update's latent part (rollout, heads, losses; forward and backward) and fowm's policy
+            # loss as graphs, compiled on the first update (shapes are fixed by the config).
+            self._model_losses = torch.compile(self._model_losses, dynamic=False)
+            self._awr_loss = torch.compile(self._awr_loss, dynamic=False)
 
     # -- acting ----------------------------------------------------------------------------------
     def act(self, obs: dict[str, np.ndarray], *, first_step: bool, explore: bool) -> np.ndarray:
@@ -145,42 +151,16 @@ class FOWMAgent:
             with torch.no_grad():
                 next_obs = {k: v[1:] for k, v in obs.items()}
                 z_next, z_next_target = m.encode_online_and_target(next_obs)  # (H, B, L) each
-                z_next_target = z_next_target.float()
-                if fowm:  # IQL-style: bootstrap from V, so only in-sample actions are backed up
-                    next_value = m.v(z_next).float()
-                else:  # TD-MPC: bootstrap from the target Qs at the (noisy) policy action
+                next_value = None  # fowm: V(z_next), in _model_losses
+                if not fowm:  # TD-MPC: bootstrap from the target Qs at the (noisy) policy action
                     a_next = self._tdmpc_pi(z_next)
                     next_value = m.q_min(z_next, a_next, target=True, generator=self._draw_gen)
-                td_target = r + cfg.discount * (1.0 - term) * next_value.float()  # (H, B, 1)
-
-            # Latent rollout from the first observation
-            z = m.encode({k: v[0] for k, v in obs.items()})  # (B, L)
-            zs = [z]
-            for t in range(b.horizon):
-                z = m.next(z, a[t])
-                zs.append(z)
-            latents = torch.stack(zs)  # (H+1, B, L)
-            z_t = latents[:-1]
-
-            consistency = (latents[1:].float() - z_next_target).square().mean(-1, keepdim=True)
-            losses = {  # each (B,): one value per window
-                "consistency": window_losses(consistency, w),
-                "reward": window_losses((m.reward(z_t, a).float() - r).square(), w),
-            }
-            q = m.q_all(z_t, a).float()  # (E, H, B, 1)
-            losses["q"] = window_losses((q - td_target[None]).square().sum(0), w)
-            coefs = {"consistency": cfg.consistency_coef, "reward": cfg.reward_coef, "q": cfg.q_coef}
-            if fowm:
-                with torch.no_grad():
-                    q_min_target = m.q_min(z_t.detach(), a, target=True, generator=self._draw_gen).float()
-                # Not detached (official): V's expectile loss also trains the encoder and dynamics.
-                v = m.v(z_t).float()  # (H, B, 1)
-                losses["v"] = window_losses(expectile_loss(q_min_target - v, cfg.expectile), w)
-                coefs["v"] = cfg.v_coef
-            total_per_window = sum(coefs[k] * losses[k] for k in losses)  # (B,)
-            # Prioritised replay: importance weights on the world-model loss only (official).
-            is_weight = b.weight if b.weight is not None else torch.ones_like(total_per_window)
-            total = (total_per_window * is_weight).mean()
+            z0 = m.encode({k: v[0] for k, v in obs.items()})  # (B, L): the rollout's start, with grad
+            pair = self._draw_pair() if fowm else None  # minQ members of the V target
+            is_weight = b.weight if b.weight is not None else torch.ones_like(r[0, :, 0])
+            total, losses, td_target, latents, q, v = self._model_losses(
+                z0, z_next, z_next_target, a, r, term, w, is_weight, pair, next_value
+            )
 
         self.model_optim.zero_grad(set_to_none=True)
         total.backward()
@@ -209,6 +189,80 @@ class FOWMAgent:
         values = torch.stack([s.detach().float() for s in stats.values()]).tolist()  # one device sync
         return dict(zip(keys, values, strict=True))
 
+    def _model_losses(
+        self,
+        z0: torch.Tensor,
+        z_next: torch.Tensor,
+        z_next_target: torch.Tensor,
+        a: torch.Tensor,
+        r: torch.Tensor,
+        term: torch.Tensor,
+        w: torch.Tensor,
+        is_weight: torch.Tensor,
+        pair: torch.Tensor | None,
+        next_value: torch.Tensor | None,
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor, Tensor, Tensor | None]:
+        """The world-model loss of one batch from the encoded first observation z0 (B, L) and the
+        online and target encodings of the next observations (H, B, L): the TD targets (fowm
+        bootstraps from V(z_next); tdmpc passes `next_value`), the latent rollout through the H
+        actions, then the consistency, reward, Q and (fowm) V losses, each (B,) per window, and their
+        IS-weighted total. A pure function of its tensors and the model's parameters (every random
+        draw, `pair`, is made by the caller), so `optim.compile` compiles it, forward and backward, as
+        one graph. Returns (total, losses, td_target (H, B, 1), latents (H+1, B, L), q (E, H, B, 1)
+        float32, v (H, B, 1) float32 or None)."""
+        cfg, m = self.cfg.optim, self.model
+        with torch.no_grad():
+            if next_value is None:  # IQL-style: bootstrap from V, so only in-sample actions are backed up
+                next_value = m.v(z_next)
+            td_target = r + cfg.discount * (1.0 - term) * next_value.float()  # (H, B, 1)
+        z_next_target = z_next_target.float()
+        z, zs = z0, [z0]
+        for t in range(a.shape[0]):
+            z = m.next(z, a[t])
+            zs.append(z)
+        latents = torch.stack(zs)  # (H+1, B, L)
+        z_t = latents[:-1]
+        consistency = (latents[1:].float() - z_next_target).square().mean(-1, keepdim=True)
+        losses = {
+            "consistency": window_losses(consistency, w),
+            "reward": window_losses((m.reward(z_t, a).float() - r).square(), w),
+        }
+        q = m.q_all(z_t, a).float()  # (E, H, B, 1)
+        losses["q"] = window_losses((q - td_target[None]).square().sum(0), w)
+        coefs = {"consistency": cfg.consistency_coef, "reward": cfg.reward_coef, "q": cfg.q_coef}
+        v = None
+        if pair is not None:  # fowm
+            with torch.no_grad():
+                q_min_target = m.q_min(z_t.detach(), a, target=True, pair=pair).float()
+            # Not detached (official): V's expectile loss also trains the encoder and dynamics.
+            v = m.v(z_t).float()  # (H, B, 1)
+            losses["v"] = window_losses(expectile_loss(q_min_target - v, cfg.expectile), w)
+            coefs["v"] = cfg.v_coef
+        total_per_window = sum(coefs[k] * losses[k] for k in losses)  # (B,)
+        # Prioritised replay: importance weights on the world-model loss only (official).
+        return (total_per_window * is_weight).mean(), losses, td_target, latents, q, v
+
+    def _draw_pair(self) -> torch.Tensor:
+        return draw_pair(self.model.num_q, self._draw_gen)
+
+    def _awr_loss(
+        self, latents: torch.Tensor, a: torch.Tensor, w: torch.Tensor, pair: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """fowm's policy loss on float32 latents (H+1, B, L): AWR on the dataset actions, weighted by
+        the advantage minQ_target(z, a) - V(z) of `pair`'s members. Pure like `_model_losses`."""
+        cfg, m = self.cfg.optim, self.model
+        zd = latents[:-1]
+        with torch.no_grad():
+            advantage = (m.q_min(zd, a, target=True, pair=pair) - m.v(zd)).float()
+            weights = awr_weights(advantage, cfg.awr_beta, cfg.awr_max_weight)
+        pi_loss = weighted_loss(weights * policy_nll(m.pi(zd).float(), a), w)
+        with torch.no_grad():
+            pre = m.policy(latents).float()  # tanh pre-activations, for the saturation diagnostic
+        return pi_loss, {
+            "advantage_mean": advantage.mean(), "awr_weight_mean": weights.mean(),
+            "pi_saturation": (pre.abs() > 5.0).float().mean(),  # share of dims with |a| > 0.9999
+        }  # fmt: skip
+
     def _update_policy(
         self, latents: torch.Tensor, a: torch.Tensor, ended: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -228,21 +282,16 @@ class FOWMAgent:
             # |x| > 3, and its outputs near the bounds lose the resolution the losses need.
             with torch.autocast(self.device.type, enabled=False):
                 if self.cfg.mode == "fowm":
-                    zd = latents[:-1]
-                    with torch.no_grad():
-                        advantage = (m.q_min(zd, a, target=True, generator=self._draw_gen) - m.v(zd)).float()
-                        weights = awr_weights(advantage, cfg.awr_beta, cfg.awr_max_weight)
-                    pi_loss = weighted_loss(weights * policy_nll(m.pi(zd).float(), a), w)
-                    stats = {"advantage_mean": advantage.mean(), "awr_weight_mean": weights.mean()}
+                    pi_loss, stats = self._awr_loss(latents, a, w, self._draw_pair())
                 else:
                     # latent t >= 1 is real while the transition into it is: (H+1, B, 1) weights
                     w_lat = time_weights(torch.cat([torch.zeros_like(ended[:1]), ended]), cfg.rho)
                     a_pi = self._tdmpc_pi(latents)
                     q = m.q_min(latents, a_pi, generator=self._draw_gen).float()  # (H+1, B, 1)
                     pi_loss = -(w_lat * q).sum(0).mean()
-                    stats = {}
-                pre = m.policy(latents).float()  # tanh pre-activations, for the saturation diagnostic
-            stats["pi_saturation"] = (pre.abs() > 5.0).float().mean()  # share of dims with |a| > 0.9999
+                    with torch.no_grad():
+                        pre = m.policy(latents).float()  # tanh pre-activations, for the saturation diagnostic
+                    stats = {"pi_saturation": (pre.abs() > 5.0).float().mean()}
             self.pi_optim.zero_grad(set_to_none=True)
             pi_loss.backward()
             pi_grad_norm = torch.nn.utils.clip_grad_norm_(self.model.policy.parameters(), cfg.grad_clip_norm)

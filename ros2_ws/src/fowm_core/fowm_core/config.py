@@ -144,6 +144,11 @@ class OptimConfig:
     """Autocast dtype of the update's forward pass (bfloat16: ~4x the matmul rate on CPUs with AMX or
     AVX512-BF16, and on CUDA); parameters, optimiser states and losses stay float32."""
 
+    compile: bool = False
+    """torch.compile the update's latent rollout, heads and losses (forward and backward) and the
+    policy loss, once, on the first update (tens of seconds on a CPU): fewer, fused kernels instead
+    of ~1400 small ops per update. The convolutions stay oneDNN's."""
+
     def __post_init__(self) -> None:
         for name in ("batch_size", "horizon", "target_update_freq"):
             _check(getattr(self, name) >= 1, f"optim.{name} must be >= 1, got {getattr(self, name)}")

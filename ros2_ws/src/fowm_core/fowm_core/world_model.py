@@ -119,6 +119,11 @@ class QEnsemble(nn.Module):
         return self.l3(F.elu(h))
 
 
+def draw_pair(num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Two distinct members of a `num`-member ensemble, drawn uniformly: (2,) int64 on the CPU."""
+    return torch.randperm(num, generator=generator)[:2]
+
+
 def value_head(in_dim: int, hidden: int) -> nn.Sequential:
     """V with the Q heads' shape (official): Linear -> LN -> Tanh -> Linear -> ELU -> Linear(1)."""
     return nn.Sequential(
@@ -315,13 +320,19 @@ class WorldModel(nn.Module):
         return q.reshape(q.shape[0], *lead, 1)
 
     def q_min(
-        self, z: torch.Tensor, a: torch.Tensor, target: bool = False, generator: torch.Generator | None = None
+        self,
+        z: torch.Tensor,
+        a: torch.Tensor,
+        target: bool = False,
+        generator: torch.Generator | None = None,
+        pair: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """minQ: min of two members drawn at random (without replacement). (*lead, 1).
-        `generator` is a CPU generator (the draw is two integers)."""
+        The members are `pair` (2,) int64 if given (see `draw_pair`), else drawn from `generator`, a
+        CPU generator (the draw is two integers)."""
         q = self.q_all(z, a, target)
-        idx = torch.randperm(q.shape[0], generator=generator)[:2].to(q.device)
-        return q.index_select(0, idx).min(0).values
+        idx = draw_pair(q.shape[0], generator) if pair is None else pair
+        return q.index_select(0, idx.to(q.device)).min(0).values
 
     # -- EMA -------------------------------------------------------------------------------------
     @torch.no_grad()
