@@ -428,8 +428,9 @@ def plot_learning_curves(path: Path, summary: dict[str, Any], layout: Layout) ->
     ax2.set_ylabel("model version in use")
     ax.set_title(f"{summary['config']['task']}: online episodes")
     ax.set_xlabel("online episode")
-    ax.legend(loc="upper left", fontsize=7)
-    ax2.legend(loc="lower right", fontsize=7)
+    # one legend for both y axes, below the plot, where it cannot hide an episode's marker
+    (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=7)
     rows = read_jsonl(layout.pretrain / "tensorboard" / "metrics.jsonl")
     tags = sorted({k for r in rows for k in r if k.endswith("_loss") and "total" not in k})
     for tag in tags:

@@ -191,16 +191,16 @@ class FOWMAgent:
 
     def _model_losses(
         self,
-        z0: torch.Tensor,
-        z_next: torch.Tensor,
-        z_next_target: torch.Tensor,
-        a: torch.Tensor,
-        r: torch.Tensor,
-        term: torch.Tensor,
-        w: torch.Tensor,
-        is_weight: torch.Tensor,
-        pair: torch.Tensor | None,
-        next_value: torch.Tensor | None,
+        z0: Tensor,
+        z_next: Tensor,
+        z_next_target: Tensor,
+        a: Tensor,
+        r: Tensor,
+        term: Tensor,
+        w: Tensor,
+        is_weight: Tensor,
+        pair: Tensor | None,
+        next_value: Tensor | None,
     ) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor, Tensor, Tensor | None]:
         """The world-model loss of one batch from the encoded first observation z0 (B, L) and the
         online and target encodings of the next observations (H, B, L): the TD targets (fowm
@@ -246,8 +246,8 @@ class FOWMAgent:
         return draw_pair(self.model.num_q, self._draw_gen)
 
     def _awr_loss(
-        self, latents: torch.Tensor, a: torch.Tensor, w: torch.Tensor, pair: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self, latents: Tensor, a: Tensor, w: Tensor, pair: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """fowm's policy loss on float32 latents (H+1, B, L): AWR on the dataset actions, weighted by
         the advantage minQ_target(z, a) - V(z) of `pair`'s members. Pure like `_model_losses`."""
         cfg, m = self.cfg.optim, self.model
