@@ -74,3 +74,27 @@ def test_compiled_update_does_not_recompile_per_batch() -> None:
     with torch._dynamo.config.patch(error_on_recompile=True):
         for i in range(2, 6):
             agent.update(batch(i, agent.cfg.optim.horizon, 8))
+
+
+def test_warm_up_compiles_ahead_and_leaves_the_agent_as_it_was() -> None:
+    from torch._dynamo.utils import counters
+
+    # batch 6: shapes no other test compiles, so the graphs counted here are this test's own
+    over = {**TINY, "optim": {**TINY["optim"], "batch_size": 6, "amp_dtype": "float32", "compile": True}}
+    cfg = load_config("realtime-cpu", over)
+    warm, cold = FOWMAgent(cfg, SPEC, 4), FOWMAgent(cfg, SPEC, 4)
+    before, optim_state = warm.get_weights(), warm.model_optim.state_dict()
+    graphs = counters["stats"]["unique_graphs"]
+    assert warm.warm_up_update() > 0.0
+    assert counters["stats"]["unique_graphs"] > graphs, "the warm-up compiled nothing"
+    after = warm.get_weights()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the warm-up changed the weights"
+    assert warm.num_updates == 0 and not warm.model_optim.state_dict()["state"] and not optim_state["state"]
+
+    graphs = counters["stats"]["unique_graphs"]
+    b = batch(3, cfg.optim.horizon, 6)
+    warm_row = warm.update(b)
+    assert counters["stats"]["unique_graphs"] == graphs, "the first real update compiled again"
+    assert cold.update(b) == warm_row  # the same update as an agent that never warmed up
+    assert all(torch.equal(v, cold.get_weights()[k]) for k, v in warm.get_weights().items())
+    assert FOWMAgent(load_config("paper", TINY), SPEC, 4).warm_up_update() == 0.0  # nothing to compile

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -188,6 +189,27 @@ class FOWMAgent:
         keys = list(stats)
         values = torch.stack([s.detach().float() for s in stats.values()]).tolist()  # one device sync
         return dict(zip(keys, values, strict=True))
+
+    def warm_up_update(self) -> float:
+        """With `optim.compile`: compile the update now, before the first real one, by updating a
+        scratch agent of the same config on a zero batch of the update's shapes. Compiled graphs are
+        cached per code and shapes, not per agent, so this agent's first update finds them, while its
+        weights, optimisers, counters and random streams stay untouched. Returns the seconds it took
+        (0.0 without `optim.compile`). The trainer node calls it at start, so its first push is not
+        held up by the compile."""
+        if not self.cfg.optim.compile:
+            return 0.0
+        start = time.perf_counter()
+        H, B = self.cfg.optim.horizon, self.cfg.optim.batch_size
+        obs = {
+            k: torch.zeros(H + 1, B, *s.shape, dtype=getattr(torch, s.dtype))
+            for k, s in self.obs_spec.modalities.items()
+        }
+        # distinct tensors: graphs are specialised on which inputs alias each other
+        steps = [torch.zeros(H, B, n) for n in (self.action_dim, 1, 1)]
+        batch = Batch(obs=obs, action=steps[0], reward=steps[1], terminated=steps[2])
+        FOWMAgent(self.cfg, self.obs_spec, self.action_dim).update(batch)
+        return time.perf_counter() - start
 
     def _model_losses(
         self,

@@ -217,6 +217,9 @@ class TrainerNode(Node):
         since_push, since_save = 0, 0
         window: list[dict[str, float]] = []  # metrics of the updates since the last push
         try:
+            seconds = trainer.agent.warm_up_update()  # optim.compile: compile now, not on the first bag
+            if seconds:
+                self.get_logger().info(f"update compiled in {seconds:.1f} s, before any update")
             while not self._stop.is_set():
                 if self._save_requested.is_set():
                     self._save_requested.clear()
