@@ -22,7 +22,6 @@ TINY = [
     "model.state_enc_dim=16",
     "model.num_channels=4",
     "optim.batch_size=8",
-    "optim.compile=false",
 ]
 UPDATES = 80
 
@@ -39,7 +38,7 @@ def dataset(tmp_path_factory) -> Path:
     return out
 
 
-def _args(dataset: Path, out: Path) -> list[str]:
+def _args(dataset: Path, out: Path, compiled: bool = False) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -60,18 +59,19 @@ def _args(dataset: Path, out: Path) -> list[str]:
         "--no-progress",
         "--set",
         *TINY,
+        f"optim.compile={str(compiled).lower()}",  # off unless asked: 80 updates do not repay a compile
     ]
 
 
-def _run(dataset: Path, out: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(_args(dataset, out), capture_output=True, text=True, timeout=300)
+def _run(dataset: Path, out: Path, compiled: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run(_args(dataset, out, compiled), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-def _start_and_interrupt(dataset: Path, out: Path, sig: signal.Signals) -> int:
+def _start_and_interrupt(dataset: Path, out: Path, sig: signal.Signals, compiled: bool = False) -> int:
     """Start a run and send `sig` once its first checkpoint exists; returns its exit code."""
-    proc = subprocess.Popen(_args(dataset, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_args(dataset, out, compiled), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -133,3 +133,17 @@ def test_interrupted_pretraining_resumes_exactly(dataset, reference, tmp_path, s
     assert read_jsonl(out / "tensorboard" / "metrics.jsonl") == read_jsonl(
         reference / "tensorboard" / "metrics.jsonl"
     )
+
+
+def test_compiled_pretraining_resumes_exactly(dataset, tmp_path):
+    """`optim.compile` (the realtime-cpu default) keeps the exact resume: the resumed process compiles
+    the same graphs, so a SIGKILLed run ends with the uninterrupted run's weights, bit for bit."""
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    _run(dataset, reference, compiled=True)
+    assert _start_and_interrupt(dataset, resumed, signal.SIGKILL, compiled=True) == -signal.SIGKILL
+    _run(dataset, resumed, compiled=True)
+    assert json.loads((resumed / "summary.json").read_text())["fowm_config"]["optim"]["compile"] is True
+    assert 0 < json.loads((resumed / "summary.json").read_text())["resumed_from"] < UPDATES
+    want, got = _tensors(reference / "weights.safetensors"), _tensors(resumed / "weights.safetensors")
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=0, msg=name)
