@@ -98,3 +98,24 @@ def test_warm_up_compiles_ahead_and_leaves_the_agent_as_it_was() -> None:
     assert cold.update(b) == warm_row  # the same update as an agent that never warmed up
     assert all(torch.equal(v, cold.get_weights()[k]) for k, v in warm.get_weights().items())
     assert FOWMAgent(load_config("paper", TINY), SPEC, 4).warm_up_update() == 0.0  # nothing to compile
+
+
+def test_a_failing_compile_falls_back_to_the_eager_update(monkeypatch) -> None:
+    """A machine where inductor cannot build kernels (e.g. no C++ compiler) must still train: the
+    warm-up warns and the agent updates eagerly, exactly as an agent without optim.compile."""
+    import torch._inductor.compile_fx as compile_fx
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(compile_fx, "compile_fx", broken)
+    # batch 5: shapes no other test compiles, so no cached graph can hide the failure
+    optim = {**TINY["optim"], "batch_size": 5, "amp_dtype": "float32"}
+    agent = FOWMAgent(load_config("realtime-cpu", {**TINY, "optim": {**optim, "compile": True}}), SPEC, 4)
+    eager = FOWMAgent(load_config("realtime-cpu", {**TINY, "optim": {**optim, "compile": False}}), SPEC, 4)
+    with pytest.warns(RuntimeWarning, match="(?s)compiling the update failed.*no C\\+\\+ compiler"):
+        assert agent.warm_up_update() == 0.0
+    assert agent.warm_up_update() == 0.0  # eager from now on: nothing more to compile
+    b = batch(1, agent.cfg.optim.horizon, 5)
+    assert agent.update(b) == eager.update(b)
+    assert all(torch.equal(v, eager.get_weights()[k]) for k, v in agent.get_weights().items())

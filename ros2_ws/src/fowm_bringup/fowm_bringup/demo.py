@@ -176,6 +176,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     action_dim = sim.action_space.shape[0]
     fowm_cfg = load_config(cfg.preset, {**parse_overrides(cfg.overrides), "mode": cfg.mode, "seed": cfg.seed})
     agent = FOWMAgent(fowm_cfg, obs_spec, action_dim)
+    agent.warm_up_update()  # optim.compile: compile first, and train eagerly if that fails
     capacity = (cfg.offline_episodes + cfg.online_episodes + 1) * (sim.config.episode_length + 1)
     offline = EpisodeBuffer(obs_spec, action_dim, capacity, fowm_cfg.optim.horizon)
     online = EpisodeBuffer(obs_spec, action_dim, capacity, fowm_cfg.optim.horizon)

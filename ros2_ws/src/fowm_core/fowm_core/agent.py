@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -102,7 +103,8 @@ class FOWMAgent:
         self.num_updates = 0
         self.td_priority: np.ndarray | None = None  # (B,) of the last update: feed to update_priorities
         self._planner_stale = True
-        if cfg.optim.compile:
+        self._compiled = cfg.optim.compile
+        if self._compiled:
             # The update's latent part (rollout, heads, losses; forward and backward) and fowm's policy
             # loss as graphs, compiled on the first update (shapes are fixed by the config).
             self._model_losses = torch.compile(self._model_losses, dynamic=False)
@@ -195,9 +197,13 @@ class FOWMAgent:
         scratch agent of the same config on a zero batch of the update's shapes. Compiled graphs are
         cached per code and shapes, not per agent, so this agent's first update finds them, while its
         weights, optimisers, counters and random streams stay untouched. Returns the seconds it took
-        (0.0 without `optim.compile`). The trainer node calls it at start, so its first push is not
-        held up by the compile."""
-        if not self.cfg.optim.compile:
+        (0.0 without `optim.compile`). The trainer node and `fowm-pretrain` call it at start, so the
+        first push is not held up by the compile.
+
+        If compiling fails (e.g. no C++ compiler for inductor's CPU kernels), this agent warns and
+        trains eagerly from then on: the same update, slower. Call it before the first update so that
+        a failure cannot surface in the middle of one."""
+        if not self._compiled:
             return 0.0
         start = time.perf_counter()
         H, B = self.cfg.optim.horizon, self.cfg.optim.batch_size
@@ -208,7 +214,18 @@ class FOWMAgent:
         # distinct tensors: graphs are specialised on which inputs alias each other
         steps = [torch.zeros(H, B, n) for n in (self.action_dim, 1, 1)]
         batch = Batch(obs=obs, action=steps[0], reward=steps[1], terminated=steps[2])
-        FOWMAgent(self.cfg, self.obs_spec, self.action_dim).update(batch)
+        try:
+            FOWMAgent(self.cfg, self.obs_spec, self.action_dim).update(batch)
+        except Exception as exc:  # any compiler failure: fall back, loudly
+            del self._model_losses, self._awr_loss  # back to the class's eager methods
+            self._compiled = False
+            warnings.warn(
+                f"optim.compile: compiling the update failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                "training eagerly instead (the same update, slower)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return 0.0
         return time.perf_counter() - start
 
     def _model_losses(

@@ -112,6 +112,7 @@ def run(config: PretrainConfig) -> dict[str, Any]:
     spec = observation_spec(obs_cfg)
     total = config.updates or cfg.schedule.offline_updates
     agent = FOWMAgent(cfg, spec, ACTION_DIM)
+    agent.warm_up_update()  # optim.compile: compile first, and train eagerly if that fails
     rng = np.random.default_rng(cfg.seed)
     ckpt = out / CHECKPOINT
     resumed_from = 0
