@@ -40,7 +40,6 @@ RGB_STATE = ObservationSpec.make(rgb=(3, 84, 84), state_dim=8)
 STATE_ONLY = ObservationSpec.make(state_dim=8)
 
 
-
 def add_allocator_option(parser: argparse.ArgumentParser) -> None:
     """--default-allocator, shared by the benchmarks that time plans or updates."""
     parser.add_argument(

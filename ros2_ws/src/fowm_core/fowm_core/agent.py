@@ -295,12 +295,7 @@ class FOWMAgent:
             advantage = (m.q_min(zd, a, target=True, pair=pair) - m.v(zd)).float()
             weights = awr_weights(advantage, cfg.awr_beta, cfg.awr_max_weight)
         pi_loss = weighted_loss(weights * policy_nll(m.pi(zd).float(), a), w)
-        with torch.no_grad():
-            pre = m.policy(latents).float()  # tanh pre-activations, for the saturation diagnostic
-        return pi_loss, {
-            "advantage_mean": advantage.mean(), "awr_weight_mean": weights.mean(),
-            "pi_saturation": (pre.abs() > 5.0).float().mean(),  # share of dims with |a| > 0.9999
-        }  # fmt: skip
+        return pi_loss, {"advantage_mean": advantage.mean(), "awr_weight_mean": weights.mean()}
 
     def _update_policy(
         self, latents: torch.Tensor, a: torch.Tensor, ended: torch.Tensor
@@ -328,9 +323,10 @@ class FOWMAgent:
                     a_pi = self._tdmpc_pi(latents)
                     q = m.q_min(latents, a_pi, generator=self._draw_gen).float()  # (H+1, B, 1)
                     pi_loss = -(w_lat * q).sum(0).mean()
-                    with torch.no_grad():
-                        pre = m.policy(latents).float()  # tanh pre-activations, for the saturation diagnostic
-                    stats = {"pi_saturation": (pre.abs() > 5.0).float().mean()}
+                    stats = {}
+                with torch.no_grad():
+                    pre = m.policy(latents).float()  # tanh pre-activations, for the saturation diagnostic
+                stats["pi_saturation"] = (pre.abs() > 5.0).float().mean()  # share of dims with |a| > 0.9999
             self.pi_optim.zero_grad(set_to_none=True)
             pi_loss.backward()
             pi_grad_norm = torch.nn.utils.clip_grad_norm_(self.model.policy.parameters(), cfg.grad_clip_norm)
