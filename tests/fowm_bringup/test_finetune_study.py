@@ -87,3 +87,24 @@ def test_a_directory_that_is_not_a_demo_run_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--run", str(tmp_path)])
     assert "is not a finished `make demo` run" in capsys.readouterr().err
+
+
+def test_eval_first_seed_0_scores_the_offline_episodes_own_layouts(run_dir, monkeypatch):
+    import fowm_core.training
+
+    seen: list[list[int]] = []
+    real = fowm_core.training.evaluate
+
+    def recording(agent, env, episodes, seeds=None, policy=None):
+        seen.append(list(seeds))
+        return real(agent, env, episodes, seeds, policy=policy)
+
+    monkeypatch.setattr(fowm_core.training, "evaluate", recording)
+    res = main(["--run", str(run_dir), "--episodes", "0", "--eval-episodes", "2", "--eval-pretrained",
+                "--eval-first-seed", "0"])  # fmt: skip
+    # fowm-collect reset offline episode i with seed i: these are the 2 recorded layouts, for the
+    # planner and the prior, before and after the (empty) finetuning
+    assert seen == [[0, 1]] * 4
+    assert res["eval_first_seed"] == 0 and res["updates"] == 0
+    with pytest.raises(SystemExit):
+        main(["--run", str(run_dir), "--eval-first-seed", "-1"])

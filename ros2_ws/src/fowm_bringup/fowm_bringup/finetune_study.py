@@ -3,7 +3,7 @@
 
     python -m fowm_bringup.finetune_study --run artifacts/demo [--set optim.lr=1e-4 ...]
         [--online-policy planner|expert|random] [--episodes 10] [--eval-episodes 20] [--seed 1001]
-        [--restore qs reward ...]
+        [--restore qs reward ...] [--eval-first-seed 0]
 
 Loads the run's model config, pretrained weights and offline bags (what its trainer node started
 from), finetunes in process with `fowm_core.training.finetune_online` for `--episodes` online
@@ -12,8 +12,10 @@ policy as controls; overrides apply to the finetuning only), then evaluates the 
 policy prior on held-out seeds 10000.. (20 by default: the demo's 10 are too noisy to tell variants
 apart), with the planner's mean Q-ensemble uncertainty along its chosen plans. `--restore GROUP ...`
 also evaluates the finetuned model with one head group at a time put back to its pretrained weights,
-to find which part of the model the finetuning damaged. Prints one JSON line and appends it to
-`--results`. One torch thread unless told otherwise.
+to find which part of the model the finetuning damaged. `--eval-first-seed 0 --episodes 0
+--eval-pretrained` scores the pretrained model on the offline episodes' own layouts (fowm-collect
+resets episode i with seed i), the check for a model that memorised its training goals. Prints one
+JSON line and appends it to `--results`. One torch thread unless told otherwise.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--online-policy", choices=POLICIES, default="planner", help="who acts online")
     p.add_argument("--episodes", type=int, default=10, help="online episodes")
     p.add_argument("--eval-episodes", type=int, default=20, help="held-out evaluation episodes")
+    p.add_argument(
+        "--eval-first-seed", type=int, default=10_000,
+        help="first evaluation seed (10000: held out; 0: the offline episodes' own layouts)",
+    )  # fmt: skip
     p.add_argument("--eval-pretrained", action="store_true", help="also evaluate before finetuning")
     p.add_argument("--seed", type=int, default=1001, help="first online episode's seed (and sampling)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -63,8 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also evaluate the finetuned model with each of these head groups put back to pretrained",
     )  # fmt: skip
     a = p.parse_args(argv)
-    if a.episodes < 0 or a.eval_episodes < 1:
-        p.error(f"need --episodes >= 0 and --eval-episodes >= 1, got {a.episodes}, {a.eval_episodes}")
+    if a.episodes < 0 or a.eval_episodes < 1 or a.eval_first_seed < 0:
+        p.error(
+            "need --episodes >= 0, --eval-episodes >= 1 and --eval-first-seed >= 0, got "
+            f"{a.episodes}, {a.eval_episodes}, {a.eval_first_seed}"
+        )
     layout = Layout(a.run)
     for path in (layout.config, layout.offline_bags, layout.pretrain / "weights.safetensors"):
         if not path.exists():
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         "expert": lambda _obs, _first: expert(env, rng, EXPERT_NOISE),
         "random": lambda _obs, _first: rng.uniform(-1.0, 1.0, ACTION_DIM).astype(np.float32),
     }[a.online_policy]
-    seeds = [10_000 + i for i in range(a.eval_episodes)]
+    seeds = [a.eval_first_seed + i for i in range(a.eval_episodes)]
 
     def planner_policy(uncertainties: list[float]):
         """The noise-free planner (as `evaluate` acts), keeping each plan's Q-ensemble uncertainty."""
@@ -134,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         return out
 
     result: dict = {"run": str(a.run), "task": task, "set": a.set, "online_policy": a.online_policy,
-                    "episodes": a.episodes, "eval_episodes": a.eval_episodes, "seed": a.seed}  # fmt: skip
+                    "episodes": a.episodes, "eval_episodes": a.eval_episodes,
+                    "eval_first_seed": a.eval_first_seed, "seed": a.seed}  # fmt: skip
     if a.eval_pretrained:
         result |= score("pretrained")
     pretrained = agent.get_weights()
