@@ -55,3 +55,32 @@ def test_eval_rejects_bad_options_before_any_work():
         EvalConfig(tasks=("stack",))
     with pytest.raises(ValueError, match="--seeds"):
         EvalConfig(seeds=(1, 1))
+
+
+def test_a_finished_run_is_redone_when_its_preset_file_changes(tmp_path, monkeypatch):
+    """Reuse is keyed on the options and the resolved fowm_core config: editing the preset YAML a run
+    was made with must not return the old result. (run_task, hours at the real budget, is replaced by
+    a recorder: what is tested is which runs `run_one` starts.)"""
+    import yaml
+
+    from fowm_bringup import eval as ev
+    from fowm_core.config import config_to_dict, load_config
+
+    started: list[float] = []
+
+    def fake_run_task(task, demo, out):
+        started.append(ev.resolved_config(demo).planner.temperature)
+        return {"task": task, "data_success_rate": 1.0, "updates": 0}
+
+    monkeypatch.setattr(ev, "run_task", fake_run_task)
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump(config_to_dict(load_config("realtime-cpu"))))
+    cfg = EvalConfig(tasks=("reach",), modes=("fowm",), seeds=(1,), preset=str(preset), out=str(tmp_path))
+    first = ev.run_one(cfg, "reach", "fowm", 1)
+    kept = ev.run_one(cfg, "reach", "fowm", 1)
+    assert started == [0.5] and kept["wall_time_s"] == first["wall_time_s"]  # same config: reused
+    edited = yaml.safe_load(preset.read_text())
+    edited["planner"]["temperature"] = 2.0
+    preset.write_text(yaml.safe_dump(edited))
+    again = ev.run_one(cfg, "reach", "fowm", 1)
+    assert started == [0.5, 2.0] and again["fowm_config"]["planner"]["temperature"] == 2.0

@@ -153,12 +153,18 @@ class ObservationFilter:
         return self._filter(obs), reward, terminated, truncated, info
 
 
+def resolved_config(cfg: DemoConfig):
+    """The fowm_core config a run trains with: the preset, then the overrides, mode and seed."""
+    from fowm_core.config import load_config
+
+    return load_config(cfg.preset, {**parse_overrides(cfg.overrides), "mode": cfg.mode, "seed": cfg.seed})
+
+
 def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     from tqdm import tqdm
 
     from fowm_core.agent import FOWMAgent
     from fowm_core.buffer import EpisodeBuffer
-    from fowm_core.config import load_config
     from fowm_core.metrics import MetricsLogger
     from fowm_core.runtime import configure_process
     from fowm_core.training import collect_episode, evaluate, finetune_online, pretrain_offline
@@ -174,7 +180,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     env = ObservationFilter(sim, cfg.observations)
     obs_spec = env.spec()
     action_dim = sim.action_space.shape[0]
-    fowm_cfg = load_config(cfg.preset, {**parse_overrides(cfg.overrides), "mode": cfg.mode, "seed": cfg.seed})
+    fowm_cfg = resolved_config(cfg)
     agent = FOWMAgent(fowm_cfg, obs_spec, action_dim)
     agent.warm_up_update()  # optim.compile: compile first, and train eagerly if that fails
     capacity = (cfg.offline_episodes + cfg.online_episodes + 1) * (sim.config.episode_length + 1)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fowm_bringup.demo import DemoConfig, run_task
+from fowm_bringup.demo import DemoConfig, resolved_config, run_task
 
 MODES = ("fowm", "tdmpc")
 PHASES = ("pretrained", "finetuned")
@@ -93,19 +93,23 @@ class EvalConfig:
 
 
 def run_one(cfg: EvalConfig, task: str, mode: str, seed: int) -> dict:
-    """One run's result, from its result.json when an earlier invocation finished it."""
+    """One run's result, from its result.json when an earlier invocation finished it with the same
+    options and the same resolved fowm_core config (an edited preset file, or a preset whose
+    defaults changed, is run again)."""
+    from fowm_core.config import config_to_dict
+
     demo = cfg.demo_config(task, mode, seed)
     out = Path(demo.out)
     done = out / "result.json"
-    wanted = json.loads(json.dumps(asdict(demo)))  # as stored: tuples become lists
+    identity = {"demo_config": asdict(demo), "fowm_config": config_to_dict(resolved_config(demo))}
     if done.exists():
         kept = json.loads(done.read_text())
-        if kept.get("demo_config") == wanted:
+        if all(kept.get(k) == json.loads(json.dumps(v)) for k, v in identity.items()):  # as stored
             return kept
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = run_task(task, demo, out)
-    result.update(mode=mode, seed=seed, wall_time_s=time.perf_counter() - t0, demo_config=asdict(demo))
+    result.update(mode=mode, seed=seed, wall_time_s=time.perf_counter() - t0, **identity)
     done.write_text(json.dumps(result, indent=2))
     return result
 
