@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fowm_sim.tasks import PUSH_ACTION_PENALTY
 from fowm_xarm.camera import Crop, crop_in_frame
 from fowm_xarm.limits import WorkspaceLimits
 from fowm_xarm.observation import SIM_CAMERA_CROP
@@ -58,6 +59,9 @@ class SimConfig:
     """Mass of the cube."""
     workspace: WorkspaceLimits = field(default_factory=WorkspaceLimits)
     """Box the TCP is kept inside."""
+    push_action_penalty: float = PUSH_ACTION_PENALTY
+    """c of push's reward -(||cube - goal|| + c ||a_xyz||^2). FOWM uses 0.15 (FOWM_PUSH_ACTION_PENALTY);
+    here that makes standing still worth more than pushing at gamma 0.9, so the default is 0.02."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -97,6 +101,10 @@ class SimConfig:
             raise ValueError(f"SimConfig.camera_fovy_deg must be in (1, 170), got {self.camera_fovy_deg}")
         if np.linalg.norm(np.subtract(self.camera_lookat, self.camera_pos)) < 1e-3:
             raise ValueError("SimConfig.camera_lookat must differ from camera_pos")
+        if not (np.isfinite(self.push_action_penalty) and self.push_action_penalty >= 0):
+            raise ValueError(
+                f"SimConfig.push_action_penalty must be finite and >= 0, got {self.push_action_penalty!r}"
+            )
         if self.initial_ee_noise_m < 0 or self.initial_ee_noise_m > 0.1:
             raise ValueError(
                 f"SimConfig.initial_ee_noise_m must be in [0, 0.1] m, got {self.initial_ee_noise_m}"

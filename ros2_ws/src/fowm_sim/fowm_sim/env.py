@@ -53,7 +53,7 @@ class XArmTaskEnv(gym.Env):
         elif config.task != task:
             raise ValueError(f"task {task!r} disagrees with config.task {config.task!r}")
         self.config = config
-        self.task = make_task(task)
+        self.task = make_task(task, push_action_penalty=config.push_action_penalty)
         self.render_mode = "rgb_array"
         self.kinematics = XArm7Kinematics(workspace=config.workspace)
         # The planner node and teleop map actions and build observations through the same objects.

@@ -2,8 +2,12 @@
 
 Rewards follow FOWM's xArm tasks:
 - reach: r = -||tcp - goal||; success when the TCP is within 5 cm of the goal.
-- push:  r = -(||cube - goal||_xy + 0.15 ||a_xyz||^2); success when the cube centre is within 5 cm
+- push:  r = -(||cube - goal||_xy + c ||a_xyz||^2); success when the cube centre is within 5 cm
          of the goal (in the table plane). a_xyz is the commanded TCP displacement in action units.
+         FOWM's c is 0.15; ours is SimConfig.push_action_penalty, 0.02 by default: on our layouts
+         and 0.16 s decisions, at c = 0.15 standing still has a higher discounted return (gamma 0.9)
+         than the scripted expert's perfect push, so an agent that optimises the reward should not push
+         (README, "Why push did not succeed").
 - lift:  r = -||tcp - cube|| + 2 min(h / 0.15, 1), h = cube height gained over its start;
          success when the cube is 15 cm above where it started.
 """
@@ -16,7 +20,8 @@ import numpy as np
 
 SUCCESS_RADIUS_M = 0.05
 LIFT_HEIGHT_M = 0.15
-PUSH_ACTION_PENALTY = 0.15
+FOWM_PUSH_ACTION_PENALTY = 0.15  # FOWM's xArm push (simxarm): c in the push reward above
+PUSH_ACTION_PENALTY = 0.02  # ours (SimConfig.push_action_penalty's default)
 
 # Where objects may start (robot base frame, m): in front of the robot, inside the workspace.
 _OBJECT_X = (0.35, 0.52)
@@ -104,9 +109,14 @@ class PushTask(Task):
             if _on_table(goal) and _on_table(behind):
                 return TaskLayout(cube_xy=cube, goal=np.array([goal[0], goal[1], 0.001]))
 
+    def __init__(self, action_penalty: float = PUSH_ACTION_PENALTY) -> None:
+        if not (np.isfinite(action_penalty) and action_penalty >= 0):
+            raise ValueError(f"push action_penalty must be a finite number >= 0, got {action_penalty!r}")
+        self.action_penalty = float(action_penalty)
+
     def reward(self, s: TaskState, action_xyz: np.ndarray) -> float:
         dist = float(np.linalg.norm(s.cube[:2] - s.goal[:2]))
-        return -(dist + PUSH_ACTION_PENALTY * float(np.sum(np.square(action_xyz))))
+        return -(dist + self.action_penalty * float(np.sum(np.square(action_xyz))))
 
     def success(self, s: TaskState) -> bool:
         return bool(np.linalg.norm(s.cube[:2] - s.goal[:2]) < SUCCESS_RADIUS_M)
@@ -133,8 +143,11 @@ class LiftTask(Task):
 TASK_REGISTRY: dict[str, type[Task]] = {"reach": ReachTask, "push": PushTask, "lift": LiftTask}
 
 
-def make_task(name: str) -> Task:
-    """Instantiate a task by name, or raise ValueError listing the known ones."""
+def make_task(name: str, push_action_penalty: float = PUSH_ACTION_PENALTY) -> Task:
+    """Instantiate a task by name, or raise ValueError listing the known ones. push_action_penalty is
+    push's c (the other tasks have no action term)."""
     if name not in TASK_REGISTRY:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASK_REGISTRY)}")
+    if name == "push":
+        return PushTask(push_action_penalty)
     return TASK_REGISTRY[name]()
