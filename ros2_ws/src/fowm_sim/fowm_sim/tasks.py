@@ -99,6 +99,11 @@ class PushTask(Task):
 
     name = "push"
 
+    def __init__(self, action_penalty: float = PUSH_ACTION_PENALTY) -> None:
+        if not (np.isfinite(action_penalty) and action_penalty >= 0):
+            raise ValueError(f"push action_penalty must be a finite number >= 0, got {action_penalty!r}")
+        self.action_penalty = float(action_penalty)
+
     def sample(self, rng: np.random.Generator, cube_half: float) -> TaskLayout:
         while True:
             cube = _cube_xy(rng)
@@ -108,11 +113,6 @@ class PushTask(Task):
             behind = cube - 0.06 * (goal - cube) / dist
             if _on_table(goal) and _on_table(behind):
                 return TaskLayout(cube_xy=cube, goal=np.array([goal[0], goal[1], 0.001]))
-
-    def __init__(self, action_penalty: float = PUSH_ACTION_PENALTY) -> None:
-        if not (np.isfinite(action_penalty) and action_penalty >= 0):
-            raise ValueError(f"push action_penalty must be a finite number >= 0, got {action_penalty!r}")
-        self.action_penalty = float(action_penalty)
 
     def reward(self, s: TaskState, action_xyz: np.ndarray) -> float:
         dist = float(np.linalg.norm(s.cube[:2] - s.goal[:2]))
