@@ -51,6 +51,10 @@ PLANNER, TRAINER, SIM, RECORDER = "fowm_planner", "fowm_trainer", "fowm_sim", "f
 # Evaluations, in the table's order: "<weights>_prior" is the policy network alone (the planner node's
 # policy:=prior), so a planner that spoils a good prior, or rescues a poor one, shows.
 POLICIES = ("random", "pretrained", "pretrained_prior", "finetuned", "finetuned_prior")
+# Disk a run needs: each recorded episode's bag holds its full 640x480 frames (4.5 GB for 200 reach
+# episodes, measured 2026-12-04), plus checkpoints, weights and logs.
+BAG_BYTES_PER_EPISODE = 23e6
+RUN_OVERHEAD_BYTES = 1e9
 
 
 @dataclass
@@ -491,6 +495,20 @@ def print_table(summary: dict[str, Any]) -> None:
 # -- main ---------------------------------------------------------------------------------------------
 
 
+def check_disk_space(cfg: RosDemoConfig, root: Path) -> None:
+    """Refuse to start a run whose bags would not fit on the output's disk, before any work (else the
+    recorder fails halfway through, after minutes of collection or pretraining)."""
+    need = (cfg.offline_episodes + cfg.online_episodes) * BAG_BYTES_PER_EPISODE + RUN_OVERHEAD_BYTES
+    free = shutil.disk_usage(root).free
+    if free < need:
+        episodes = cfg.offline_episodes + cfg.online_episodes
+        raise RuntimeError(
+            f"{root} has {free / 1e9:.1f} GB free; this run needs ~{need / 1e9:.1f} GB ({episodes} episode "
+            f"bags of ~{BAG_BYTES_PER_EPISODE / 1e6:.0f} MB with full 640x480 frames, plus checkpoints and "
+            "logs): free space, or use --out on a larger disk or fewer --offline-episodes"
+        )
+
+
 def run(cfg: RosDemoConfig) -> dict[str, Any]:
     import rclpy
 
@@ -504,6 +522,7 @@ def run(cfg: RosDemoConfig) -> dict[str, Any]:
     for name in ("key", "config"):
         getattr(layout, name).unlink(missing_ok=True)
     layout.online_bags.mkdir(parents=True)
+    check_disk_space(cfg, layout.root)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     model_cfg = write_model_config(cfg, layout.config)
