@@ -57,10 +57,13 @@ def test_eval_rejects_bad_options_before_any_work():
         EvalConfig(seeds=(1, 1))
 
 
-def test_a_finished_run_is_redone_when_its_preset_file_changes(tmp_path, monkeypatch):
-    """Reuse is keyed on the options and the resolved fowm_core config: editing the preset YAML a run
-    was made with must not return the old result. (run_task, hours at the real budget, is replaced by
-    a recorder: what is tested is which runs `run_one` starts.)"""
+def test_a_finished_run_is_redone_when_its_preset_file_or_sim_changes(tmp_path, monkeypatch):
+    """Reuse is keyed on the options, the resolved fowm_core config and the sim config: editing the
+    preset YAML a run was made with, or a sim default, must not return the old result. (run_task,
+    hours at the real budget, is replaced by a recorder: what is tested is which runs `run_one`
+    starts.)"""
+    from dataclasses import replace
+
     import yaml
 
     from fowm_bringup import eval as ev
@@ -84,3 +87,10 @@ def test_a_finished_run_is_redone_when_its_preset_file_changes(tmp_path, monkeyp
     preset.write_text(yaml.safe_dump(edited))
     again = ev.run_one(cfg, "reach", "fowm", 1)
     assert started == [0.5, 2.0] and again["fowm_config"]["planner"]["temperature"] == 2.0
+    # the sim's config counts too (e.g. push's reward coefficient changed between code versions)
+    real_sim_config = ev.sim_config
+    monkeypatch.setattr(
+        ev, "sim_config", lambda task, demo: replace(real_sim_config(task, demo), push_action_penalty=0.15)
+    )
+    assert ev.run_one(cfg, "reach", "fowm", 1)["sim_config"]["push_action_penalty"] == 0.15
+    assert started == [0.5, 2.0, 2.0]

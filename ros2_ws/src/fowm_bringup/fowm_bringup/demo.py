@@ -160,6 +160,14 @@ def resolved_config(cfg: DemoConfig):
     return load_config(cfg.preset, {**parse_overrides(cfg.overrides), "mode": cfg.mode, "seed": cfg.seed})
 
 
+def sim_config(task: str, cfg: DemoConfig):
+    """The sim a run acts in. sim-state runs discard the rgb observation: it is rendered small and
+    directly instead of from a 640x480 frame (the demo GIF renders its own full frames either way)."""
+    from fowm_sim.config import SimConfig
+
+    return SimConfig(task=task, obs_from_full_frame=cfg.observations != "sim-state")
+
+
 def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     from tqdm import tqdm
 
@@ -169,14 +177,11 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     from fowm_core.runtime import configure_process
     from fowm_core.training import collect_episode, evaluate, finetune_online, pretrain_offline
     from fowm_core.weights import save_weights
-    from fowm_sim.config import SimConfig
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
 
     configure_process(cfg.threads)
-    # sim-state runs discard the rgb observation: render it small and directly instead of from a
-    # 640x480 frame (the demo GIF renders its own full frames either way).
-    sim = XArmTaskEnv(task, SimConfig(task=task, obs_from_full_frame=cfg.observations != "sim-state"))
+    sim = XArmTaskEnv(task, sim_config(task, cfg))
     env = ObservationFilter(sim, cfg.observations)
     obs_spec = env.spec()
     action_dim = sim.action_space.shape[0]

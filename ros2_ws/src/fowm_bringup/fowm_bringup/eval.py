@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fowm_bringup.demo import DemoConfig, resolved_config, run_task
+from fowm_bringup.demo import DemoConfig, resolved_config, run_task, sim_config
 
 MODES = ("fowm", "tdmpc")
 PHASES = ("pretrained", "finetuned")
@@ -94,14 +94,18 @@ class EvalConfig:
 
 def run_one(cfg: EvalConfig, task: str, mode: str, seed: int) -> dict:
     """One run's result, from its result.json when an earlier invocation finished it with the same
-    options and the same resolved fowm_core config (an edited preset file, or a preset whose
-    defaults changed, is run again)."""
+    options, the same resolved fowm_core config and the same sim config (an edited preset file, or a
+    preset or sim whose defaults changed, e.g. push's reward, is run again)."""
     from fowm_core.config import config_to_dict
 
     demo = cfg.demo_config(task, mode, seed)
     out = Path(demo.out)
     done = out / "result.json"
-    identity = {"demo_config": asdict(demo), "fowm_config": config_to_dict(resolved_config(demo))}
+    identity = {
+        "demo_config": asdict(demo),
+        "fowm_config": config_to_dict(resolved_config(demo)),
+        "sim_config": asdict(sim_config(task, demo)),
+    }
     if done.exists():
         kept = json.loads(done.read_text())
         if all(kept.get(k) == json.loads(json.dumps(v)) for k, v in identity.items()):  # as stored
