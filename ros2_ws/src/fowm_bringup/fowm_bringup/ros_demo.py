@@ -498,10 +498,10 @@ def print_table(summary: dict[str, Any]) -> None:
 def check_disk_space(cfg: RosDemoConfig, root: Path) -> None:
     """Refuse to start a run whose bags would not fit on the output's disk, before any work (else the
     recorder fails halfway through, after minutes of collection or pretraining)."""
-    need = (cfg.offline_episodes + cfg.online_episodes) * BAG_BYTES_PER_EPISODE + RUN_OVERHEAD_BYTES
+    episodes = cfg.offline_episodes + cfg.online_episodes  # each recorded as a bag
+    need = episodes * BAG_BYTES_PER_EPISODE + RUN_OVERHEAD_BYTES
     free = shutil.disk_usage(root).free
     if free < need:
-        episodes = cfg.offline_episodes + cfg.online_episodes
         raise RuntimeError(
             f"{root} has {free / 1e9:.1f} GB free; this run needs ~{need / 1e9:.1f} GB ({episodes} episode "
             f"bags of ~{BAG_BYTES_PER_EPISODE / 1e6:.0f} MB with full 640x480 frames, plus checkpoints and "
