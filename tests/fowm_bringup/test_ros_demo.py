@@ -47,9 +47,10 @@ def run_demo(out: Path, *args: str, timeout: float = 900) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def in_process_pretrain(out: Path, updates: int):
+def in_process_pretrain(out: Path, updates: int, threads: int):
     """fowm_core's training loop on the episodes ingested from the demo's offline bags, configured
-    as the demo configured fowm-pretrain (its model config file, the default observation path)."""
+    as the demo configured fowm-pretrain (its model config file, the default observation path, its
+    torch thread count)."""
     from fowm_core.agent import FOWMAgent
     from fowm_core.buffer import EpisodeBuffer
     from fowm_core.config import load_config
@@ -57,7 +58,7 @@ def in_process_pretrain(out: Path, updates: int):
     from fowm_trainer.ingest import ACTION_DIM, BagIngestor, observation_spec
     from fowm_xarm.observation import ObservationConfig
 
-    torch.set_num_threads(1)  # as every node of the demo
+    torch.set_num_threads(threads)
     cfg = load_config(str(out / "fowm_config.yaml"))
     obs_cfg = ObservationConfig()
     episodes = BagIngestor(obs_cfg).scan([out / "bags" / "offline"]).episodes
@@ -67,6 +68,7 @@ def in_process_pretrain(out: Path, updates: int):
         buffer.add(episode)
     agent = FOWMAgent(cfg, observation_spec(obs_cfg), ACTION_DIM)
     pretrain_offline(agent, buffer, updates, progress=False, rng=np.random.default_rng(cfg.seed))
+    torch.set_num_threads(1)  # the evaluation below compares with the planner node: one thread
     return agent, len(episodes)
 
 
@@ -84,8 +86,9 @@ def test_ros_path_equals_in_process_path(tmp_path):
     )  # fmt: skip
     assert summary["pretrain"]["updates"] == UPDATES
 
-    # Pretraining: same bags, same batches, same single-threaded CPU arithmetic -> identical weights.
-    agent, n_episodes = in_process_pretrain(out, UPDATES)
+    # Pretraining: same bags, same batches, same CPU arithmetic (the demo's pretraining thread count,
+    # 2 on a 2-core machine) -> identical weights.
+    agent, n_episodes = in_process_pretrain(out, UPDATES, summary["config"]["pretrain_threads"])
     assert n_episodes == summary["data"]["episodes"] == 3
     ros_weights = load_weights(out / "pretrain" / "weights.safetensors").tensors
     mine = agent.get_weights()

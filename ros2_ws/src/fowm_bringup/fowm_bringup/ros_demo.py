@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,13 @@ BAG_BYTES_PER_EPISODE = 23e6
 RUN_OVERHEAD_BYTES = 1e9
 
 
+def default_pretrain_threads() -> int:
+    """fowm-pretrain runs alone (collection has ended, no node is up yet), so it may use two cores:
+    on a 2-core AMD EPYC (Zen 4) on 2026-12-04 a realtime-cpu pixel update (bf16, batch 64) took
+    74 ms with 2 threads against 123 ms with 1 (1.65x); beyond two, batches this small scale poorly."""
+    return max(1, min(2, len(os.sched_getaffinity(0))))
+
+
 @dataclass
 class RosDemoConfig:
     """What the ROS demo runs; every field is a command-line option."""
@@ -74,8 +81,10 @@ class RosDemoConfig:
     From the camera, 40 episodes (40 goals) were memorised: their pretrained agent reached 95 % of
     the training goals and 55 % of held-out ones; with 200 the two agree (65-85 %, README)."""
     offline_updates: int = 6000
-    """Gradient updates of fowm-pretrain (6000: ~10 min on one core of a 2-core CPU; 2500 gave a worse
-    pretrained agent, 50 % / -3.09 against 60 % / -2.25 on reach)."""
+    """Gradient updates of fowm-pretrain (6000: ~8 min on a 2-core CPU; 2500 gave a worse pretrained
+    agent, 50 % / -3.09 against 60 % / -2.25 on reach)."""
+    pretrain_threads: int = field(default_factory=default_pretrain_threads)
+    """Torch threads of fowm-pretrain (default: 2, or 1 on a 1-core machine; every node uses one)."""
     online_episodes: int = 10
     """Episodes of online finetuning through the sim graph (0: evaluate the pretrained weights only)."""
     eval_episodes: int = 10
@@ -103,7 +112,7 @@ class RosDemoConfig:
             raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        for name in ("offline_episodes", "offline_updates", "eval_episodes"):
+        for name in ("offline_episodes", "offline_updates", "eval_episodes", "pretrain_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         if self.online_episodes < 0:
@@ -544,7 +553,8 @@ def run(cfg: RosDemoConfig) -> dict[str, Any]:
     run_cli(
         ["fowm_trainer.pretrain", "--bags", str(layout.offline_bags), "--output", str(layout.pretrain),
          "--preset", str(layout.config), "--updates", str(cfg.offline_updates),
-         "--log-every", str(min(50, cfg.offline_updates)), *quiet],
+         "--threads", str(cfg.pretrain_threads), "--log-every", str(min(50, cfg.offline_updates)),
+         *quiet],
         "fowm-pretrain",
     )  # fmt: skip
     timings["pretrain_s"] = time.perf_counter() - t0
@@ -644,8 +654,8 @@ def parse_args(argv: list[str] | None = None) -> RosDemoConfig:
     p.add_argument("--preset", default=d.preset, help="fowm_core preset: realtime-cpu | paper | path.yaml")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="preset overrides")
     p.add_argument("--device", default=d.device, help="auto (cuda when present) | cpu | cuda")
-    for name in ("offline_episodes", "offline_updates", "online_episodes", "eval_episodes", "seed",
-                 "kill_trainer_after"):  # fmt: skip
+    for name in ("offline_episodes", "offline_updates", "pretrain_threads", "online_episodes",
+                 "eval_episodes", "seed", "kill_trainer_after"):  # fmt: skip
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     p.add_argument("--weights-timeout-s", type=float, default=d.weights_timeout_s)
     p.add_argument("--episode-timeout-s", type=float, default=d.episode_timeout_s)
@@ -655,7 +665,8 @@ def parse_args(argv: list[str] | None = None) -> RosDemoConfig:
     return RosDemoConfig(
         task=a.task, preset=a.preset, overrides=tuple(a.set), device=a.device,
         offline_episodes=a.offline_episodes, offline_updates=a.offline_updates,
-        online_episodes=a.online_episodes, eval_episodes=a.eval_episodes, seed=a.seed,
+        pretrain_threads=a.pretrain_threads, online_episodes=a.online_episodes,
+        eval_episodes=a.eval_episodes, seed=a.seed,
         kill_trainer_after=a.kill_trainer_after, weights_timeout_s=a.weights_timeout_s,
         episode_timeout_s=a.episode_timeout_s, out=a.out, progress=not a.no_progress,
     )  # fmt: skip
