@@ -60,7 +60,7 @@ RUN_OVERHEAD_BYTES = 1e9
 def default_pretrain_threads() -> int:
     """fowm-pretrain runs alone (collection has ended, no node is up yet), so it may use two cores:
     on a 2-core AMD EPYC (Zen 4) on 2026-12-04 a realtime-cpu pixel update (bf16, batch 64) took
-    74 ms with 2 threads against 123 ms with 1 (1.65x); beyond two, batches this small scale poorly."""
+    74 ms with 2 threads against 123 ms with 1 (1.65x). More than two was not measured."""
     return max(1, min(2, len(os.sched_getaffinity(0))))
 
 
@@ -679,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ros_demo: {e}", file=sys.stderr)
         return 2
     # Every node of the run: localhost discovery (a demo must not talk to robots on the network),
-    # the shared-memory profile for 640x480 images, headless rendering, one thread per process.
+    # the shared-memory profile for 640x480 images, headless rendering, one thread per process
+    # (fowm-pretrain, which runs alone, sets its own: --pretrain-threads).
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
