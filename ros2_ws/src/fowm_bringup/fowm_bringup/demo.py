@@ -260,8 +260,10 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
         finetuned_prior = evaluate(None, env, cfg.eval_episodes, eval_seeds, policy=prior_policy(agent))
         logger.log(agent.num_updates, finetuned, prefix="eval/")
         logger.log(agent.num_updates, finetuned_prior, prefix="eval_prior/")
+        # With no online episodes this re-evaluates the same weights (new planner draws): say so.
+        label = "after online finetuning: " if cfg.online_episodes else "again (0 online episodes):"
         print(
-            f"[{task}] after online finetuning:  success {finetuned['success_rate']:.0%}, "
+            f"[{task}] {label} success {finetuned['success_rate']:.0%}, "
             f"return {finetuned['return']:.2f} (policy prior alone: {finetuned_prior['success_rate']:.0%}, "
             f"{finetuned_prior['return']:.2f})",
             flush=True,
