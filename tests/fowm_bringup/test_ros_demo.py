@@ -204,13 +204,13 @@ def test_a_run_that_would_not_fit_on_disk_is_refused_before_any_work(tmp_path, m
     from fowm_bringup import ros_demo
 
     usage = namedtuple("usage", "total used free")
-    free = 2 * 10**9
+    free = 15 * 10**8
     monkeypatch.setattr(ros_demo.shutil, "disk_usage", lambda _path: usage(10**12, 10**12 - free, free))
     out = tmp_path / "demo"
-    rc = ros_demo.main(["--out", str(out), "--no-progress"])  # defaults: 200 + 10 episodes, ~5.8 GB
+    rc = ros_demo.main(["--out", str(out), "--no-progress"])  # defaults: 200 + 10 episodes, ~1.8 GB
     assert rc == 1
     err = capsys.readouterr().err
-    assert "2.0 GB free" in err and "needs ~5.8 GB" in err and "--offline-episodes" in err
+    assert "1.5 GB free" in err and "needs ~1.8 GB" in err and "--offline-episodes" in err
     assert not list((out / "bags").rglob("episode_*")) and not (out / "pretrain").exists()
     # a small run passes the same check
     monkeypatch.setattr(ros_demo, "run", lambda cfg: ros_demo.check_disk_space(cfg, out))

@@ -51,9 +51,11 @@ PLANNER, TRAINER, SIM, RECORDER = "fowm_planner", "fowm_trainer", "fowm_sim", "f
 # Evaluations, in the table's order: "<weights>_prior" is the policy network alone (the planner node's
 # policy:=prior), so a planner that spoils a good prior, or rescues a poor one, shows.
 POLICIES = ("random", "pretrained", "pretrained_prior", "finetuned", "finetuned_prior")
-# Disk a run needs: each recorded episode's bag holds its full 640x480 frames (4.5 GB for 200 reach
-# episodes, measured 2026-12-04), plus checkpoints, weights and logs.
-BAG_BYTES_PER_EPISODE = 23e6
+# Disk a run needs: each recorded episode's bag holds its full 640x480 frames, zstd-compressed (the
+# recorder's and fowm-collect's default): ~1 MB per demonstration (26 frames) and ~3 MB per online
+# episode (~105 frames: the recorder keeps every camera frame), against 24 and 97 MB uncompressed
+# (measured 2026-12-04), plus checkpoints, weights and logs.
+BAG_BYTES_PER_EPISODE = 4e6
 RUN_OVERHEAD_BYTES = 1e9
 
 
@@ -513,7 +515,7 @@ def check_disk_space(cfg: RosDemoConfig, root: Path) -> None:
     if free < need:
         raise RuntimeError(
             f"{root} has {free / 1e9:.1f} GB free; this run needs ~{need / 1e9:.1f} GB ({episodes} episode "
-            f"bags of ~{BAG_BYTES_PER_EPISODE / 1e6:.0f} MB with full 640x480 frames, plus checkpoints and "
+            f"bags of up to ~{BAG_BYTES_PER_EPISODE / 1e6:.0f} MB with full 640x480 frames, plus checkpoints and "
             "logs): free space, or use --out on a larger disk or fewer --offline-episodes"
         )
 

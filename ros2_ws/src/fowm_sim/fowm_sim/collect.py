@@ -30,7 +30,7 @@ from tqdm import tqdm
 from fowm_sim.config import TASKS, SimConfig
 from fowm_sim.env import XArmTaskEnv
 from fowm_xarm import topics
-from fowm_xarm.episode_bag import EpisodeBagWriter
+from fowm_xarm.episode_bag import COMPRESSIONS, EpisodeBagWriter, check_compression
 from fowm_xarm.topics import EpisodeEvent
 
 # Action noise std per episode, cycled over episodes.
@@ -60,6 +60,7 @@ class CollectConfig:
     image_width: int = 640  # recorded camera width (the sim renders 640x480; smaller sizes are resized)
     image_height: int = 480  # recorded camera height
     noise_levels: tuple[float, ...] = field(default_factory=tuple)  # overrides the preset when non-empty
+    bag_compression: str = "zstd"  # MCAP chunk compression (fowm_xarm.episode_bag.COMPRESSIONS)
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -75,6 +76,7 @@ class CollectConfig:
             raise ValueError(
                 f"image size must be within 8x8..640x480, got {self.image_width}x{self.image_height}"
             )
+        check_compression(self.bag_compression, "bag compression")
         if any(not 0.0 <= n <= 2.0 for n in self.noise_levels):
             raise ValueError(f"noise levels must be in [0, 2], got {self.noise_levels}")
 
@@ -198,6 +200,7 @@ def collect(
                     preset=config.preset,
                     source="fowm-collect",
                 ),
+                compression=config.bag_compression,
             ) as writer:
                 env.reset(seed=seed)
                 recorder = BagEpisodeRecorder(env, writer, (config.image_width, config.image_height))
@@ -263,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--noise", type=float, nargs="*", default=[], help="noise levels (override the preset)"
     )
+    parser.add_argument(
+        "--bag-compression", default="zstd", choices=sorted(COMPRESSIONS), help="MCAP chunk compression"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -275,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_width=args.image_size[0],
             image_height=args.image_size[1],
             noise_levels=tuple(args.noise),
+            bag_compression=args.bag_compression,
         )
         summary = collect(config, progress=not args.no_progress)
     except (ValueError, FileExistsError) as exc:

@@ -29,7 +29,7 @@ from typing import Any
 from rclpy.node import Node
 
 from fowm_xarm import topics
-from fowm_xarm.episode_bag import EpisodeBagError, EpisodeBagWriter
+from fowm_xarm.episode_bag import EpisodeBagError, EpisodeBagWriter, check_compression
 from fowm_xarm.ros_node import declare_config, param, spin_node
 from fowm_xarm.topics import EpisodeEvent, QosKind, TopicSpec
 
@@ -58,6 +58,11 @@ class RecorderConfig:
     preroll_s: float = param(1.0, "seconds of sensor messages before 'start' written into the bag")
     tail_s: float = param(0.5, "seconds recorded after 'end' (late frames and rewards) before closing")
     max_episode_s: float = param(600.0, "an episode without 'end' after this long is dropped (disk bound)")
+    bag_compression: str = param(
+        "zstd",
+        "MCAP chunk compression of the bags: zstd (sim frames ~17x smaller for ~1.5 ms of CPU per "
+        "640x480 frame), lz4 or none (a real camera's noisy frames compress far less)",
+    )
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.topics) - set(topics.TOPICS_BY_NAME))
@@ -67,6 +72,7 @@ class RecorderConfig:
             raise ValueError(f"topics must include {topics.EPISODE.name}: its events delimit the bags")
         if self.preroll_s < 0 or self.tail_s < 0 or not self.max_episode_s > 0:
             raise ValueError("preroll_s and tail_s must be >= 0 and max_episode_s > 0")
+        check_compression(self.bag_compression, "bag_compression")
 
 
 def subscription_qos(spec: TopicSpec) -> Any:
@@ -174,7 +180,9 @@ class RecorderNode(Node):
         path = self.output / f"episode_{now:019d}_{event.episode:06d}"
         try:
             writer = EpisodeBagWriter(
-                path, dict(task=event.task, seed=event.seed, episode=event.episode, source=NODE_NAME)
+                path,
+                dict(task=event.task, seed=event.seed, episode=event.episode, source=NODE_NAME),
+                compression=self.config.bag_compression,
             )
         except EpisodeBagError as exc:
             self.get_logger().error(f"cannot record episode {event.episode}: {exc}")
