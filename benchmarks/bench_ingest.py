@@ -38,7 +38,7 @@ STEPS = 25
 PERIOD_NS = 160_000_000
 
 
-def write_bags(root: Path, episodes: int) -> list[Path]:
+def write_bags(root: Path, episodes: int, compression: str = "zstd") -> list[Path]:
     """Episodes of STEPS decisions with 640x480 frames (smooth scene + sensor noise, so the bytes are
     camera-like) in the contract layout, actions naming their observation stamps."""
     from fowm_xarm import topics
@@ -52,7 +52,7 @@ def write_bags(root: Path, episodes: int) -> list[Path]:
     paths = []
     for e in range(episodes):
         t0 = (e + 1) * 10**10
-        with EpisodeBagWriter(root / f"episode_{e:06d}", dict(task="bench", episode=e)) as w:
+        with EpisodeBagWriter(root / f"episode_{e:06d}", dict(task="bench", episode=e), compression) as w:
             w.write(
                 topics.EPISODE.name, t0 - 1, topics.episode_event_msg(EpisodeEvent("start", e, "bench", e))
             )
@@ -73,7 +73,7 @@ def write_bags(root: Path, episodes: int) -> list[Path]:
     return paths
 
 
-def bench_ingest(episodes: int) -> dict[str, float]:
+def bench_ingest(episodes: int, compression: str = "zstd") -> dict[str, float]:
     from fowm_trainer.ingest import BagIngestor
     from fowm_xarm.camera import preprocess_rgb
     from fowm_xarm.episode_bag import read_episode_bag
@@ -83,7 +83,7 @@ def bench_ingest(episodes: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp) / "bags"
         t = time.perf_counter()
-        bags = write_bags(root, episodes)
+        bags = write_bags(root, episodes, compression)
         write_s = time.perf_counter() - t
         files = [p / f"{p.name}.mcap" for p in bags]
         total_bytes = sum(f.stat().st_size for f in files)
@@ -251,13 +251,16 @@ def main() -> None:
     p.add_argument("--no-push", action="store_true", help="skip the push latency (no planner node)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--quick", action="store_true", help="fewer episodes and pushes")
+    p.add_argument(
+        "--compression", default="zstd", choices=("zstd", "lz4", "none"), help="MCAP chunk compression"
+    )
     p.add_argument("--out", default=str(REPO / "bench-results"))
     a = p.parse_args()
     import torch
 
     torch.set_num_threads(max(1, a.threads))
     episodes, pushes = (3, 2) if a.quick else (a.episodes, a.pushes)
-    results: dict[str, dict[str, float]] = {"ingest": bench_ingest(episodes)}
+    results: dict[str, dict[str, float]] = {"ingest": bench_ingest(episodes, a.compression)}
     if not a.no_push:
         from domain_coordinator import domain_id
 
@@ -273,6 +276,7 @@ def main() -> None:
         cpu_count=os.cpu_count(),
         machine=platform.machine(),
         frame="640x480 rgb8, ROI crop to 84x84 (ObservationConfig defaults)",
+        compression=a.compression,
         goal="ingest >= 2000 transitions/s per core; push -> accepted <= 0.5 s (paper model)",
     )
     out = Path(a.out)
@@ -287,7 +291,8 @@ def markdown(meta: dict, results: dict) -> str:
     lines = [
         f"# Bag ingestion and weight push ({meta['date']}, {meta['cpu_count']} CPUs)",
         "",
-        f"{i['episodes']} episodes x {STEPS} decisions, {meta['frame']}, {i['bag_mb']:.0f} MB of MCAP.",
+        f"{i['episodes']} episodes x {STEPS} decisions, {meta['frame']}, {i['bag_mb']:.0f} MB of MCAP "
+        f"({meta.get('compression', 'none')} chunks; MB/s below are of file bytes).",
         "",
         "| stage | throughput |",
         "|---|---|",
