@@ -515,8 +515,8 @@ def check_disk_space(cfg: RosDemoConfig, root: Path) -> None:
     if free < need:
         raise RuntimeError(
             f"{root} has {free / 1e9:.1f} GB free; this run needs ~{need / 1e9:.1f} GB ({episodes} episode "
-            f"bags of up to ~{BAG_BYTES_PER_EPISODE / 1e6:.0f} MB with full 640x480 frames, plus checkpoints and "
-            "logs): free space, or use --out on a larger disk or fewer --offline-episodes"
+            f"bags of up to ~{BAG_BYTES_PER_EPISODE / 1e6:.0f} MB with full 640x480 frames, plus checkpoints "
+            "and logs): free space, or use --out on a larger disk or fewer --offline-episodes"
         )
 
 
