@@ -38,7 +38,7 @@ STEPS = 25
 PERIOD_NS = 160_000_000
 
 
-def write_bags(root: Path, episodes: int, compression: str = "zstd") -> list[Path]:
+def write_bags(root: Path, episodes: int, compression: str) -> list[Path]:
     """Episodes of STEPS decisions with 640x480 frames (smooth scene + sensor noise, so the bytes are
     camera-like) in the contract layout, actions naming their observation stamps."""
     from fowm_xarm import topics
@@ -73,7 +73,7 @@ def write_bags(root: Path, episodes: int, compression: str = "zstd") -> list[Pat
     return paths
 
 
-def bench_ingest(episodes: int, compression: str = "zstd") -> dict[str, float]:
+def bench_ingest(episodes: int, compression: str) -> dict[str, float]:
     from fowm_trainer.ingest import BagIngestor
     from fowm_xarm.camera import preprocess_rgb
     from fowm_xarm.episode_bag import read_episode_bag
@@ -245,6 +245,8 @@ def bench_push(pushes: int, tmp: Path, env: dict[str, str]) -> dict[str, float]:
 
 
 def main() -> None:
+    from fowm_xarm.episode_bag import COMPRESSIONS, DEFAULT_COMPRESSION
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--episodes", type=int, default=8, help="episodes of 25 decisions with 640x480 frames")
     p.add_argument("--pushes", type=int, default=5)
@@ -252,7 +254,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--quick", action="store_true", help="fewer episodes and pushes")
     p.add_argument(
-        "--compression", default="zstd", choices=("zstd", "lz4", "none"), help="MCAP chunk compression"
+        "--compression",
+        default=DEFAULT_COMPRESSION,
+        choices=sorted(COMPRESSIONS),
+        help="MCAP chunk compression",
     )
     p.add_argument("--out", default=str(REPO / "bench-results"))
     a = p.parse_args()

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from fowm_sim.config import TASKS, SimConfig
 from fowm_sim.env import XArmTaskEnv
 from fowm_xarm import topics
-from fowm_xarm.episode_bag import COMPRESSIONS, EpisodeBagWriter, check_compression
+from fowm_xarm.episode_bag import COMPRESSIONS, DEFAULT_COMPRESSION, EpisodeBagWriter, check_compression
 from fowm_xarm.topics import EpisodeEvent
 
 # Action noise std per episode, cycled over episodes.
@@ -60,7 +60,7 @@ class CollectConfig:
     image_width: int = 640  # recorded camera width (the sim renders 640x480; smaller sizes are resized)
     image_height: int = 480  # recorded camera height
     noise_levels: tuple[float, ...] = field(default_factory=tuple)  # overrides the preset when non-empty
-    bag_compression: str = "zstd"  # MCAP chunk compression (fowm_xarm.episode_bag.COMPRESSIONS)
+    bag_compression: str = DEFAULT_COMPRESSION  # MCAP chunk compression (episode_bag.COMPRESSIONS)
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -267,7 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--noise", type=float, nargs="*", default=[], help="noise levels (override the preset)"
     )
     parser.add_argument(
-        "--bag-compression", default="zstd", choices=sorted(COMPRESSIONS), help="MCAP chunk compression"
+        "--bag-compression",
+        default=DEFAULT_COMPRESSION,
+        choices=sorted(COMPRESSIONS),
+        help="MCAP chunk compression",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

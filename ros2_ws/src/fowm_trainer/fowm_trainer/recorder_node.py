@@ -29,7 +29,7 @@ from typing import Any
 from rclpy.node import Node
 
 from fowm_xarm import topics
-from fowm_xarm.episode_bag import EpisodeBagError, EpisodeBagWriter, check_compression
+from fowm_xarm.episode_bag import DEFAULT_COMPRESSION, EpisodeBagError, EpisodeBagWriter, check_compression
 from fowm_xarm.ros_node import declare_config, param, spin_node
 from fowm_xarm.topics import EpisodeEvent, QosKind, TopicSpec
 
@@ -59,7 +59,7 @@ class RecorderConfig:
     tail_s: float = param(0.5, "seconds recorded after 'end' (late frames and rewards) before closing")
     max_episode_s: float = param(600.0, "an episode without 'end' after this long is dropped (disk bound)")
     bag_compression: str = param(
-        "zstd",
+        DEFAULT_COMPRESSION,
         "MCAP chunk compression of the bags: zstd (sim bags 24-31x smaller, written as fast), lz4 or "
         "none (camera noise barely compresses: the real-robot configs set none)",
     )

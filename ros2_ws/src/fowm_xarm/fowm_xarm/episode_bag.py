@@ -56,6 +56,7 @@ CHUNK_BYTES = 1 << 20
 # bags of rendered sim frames shrink 24-31x and are written as fast as raw ones (measured 2026-12-04);
 # camera-like noisy frames shrank 7 % and ingested at 0.77x the speed, so a robot may prefer "none".
 COMPRESSIONS = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
+DEFAULT_COMPRESSION = "zstd"  # the writer's, the recorder's and fowm-collect's default
 
 
 def check_compression(name: str, what: str = "bag compression") -> str:
@@ -104,7 +105,7 @@ class EpisodeBagWriter:
     """
 
     def __init__(
-        self, path: str | Path, metadata: dict[str, Any] | None = None, compression: str = "zstd"
+        self, path: str | Path, metadata: dict[str, Any] | None = None, compression: str = DEFAULT_COMPRESSION
     ) -> None:
         check_compression(compression)
         self.path = Path(path)
