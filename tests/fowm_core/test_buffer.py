@@ -95,6 +95,7 @@ def test_balanced_sampler_sends_priorities_back_to_the_right_buffer() -> None:
     assert batch.weight.shape == (16,) and batch.index.shape == (16,)
     from_offline = batch.obs["state"][0, :, 0] < 100
     assert from_offline[:8].all() and not from_offline[8:].any()
+    assert torch.equal(batch.online, (~from_offline).float())  # the rows' source, for the update
     sampler.update_priorities(batch, np.where(from_offline.numpy(), 7.0, 9.0))
     assert set(offline._priority[batch.index[:8].numpy()].round(3)) == {7.0}
     assert set(online._priority[batch.index[8:].numpy()].round(3)) == {9.0}

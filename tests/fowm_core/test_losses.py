@@ -217,6 +217,37 @@ def test_importance_weights_scale_each_windows_model_loss() -> None:
     assert a.td_priority.shape == (4,) and np.all(a.td_priority >= 0)
 
 
+def test_online_reward_weight_keeps_the_reward_head_off_the_online_rows() -> None:
+    """optim.online_reward_weight = 0: the reward head learns nothing from the rows the sampler marked
+    online, while their rewards still reach the Qs through the TD targets. At FOWM's 1 (paper) the
+    reward head learns from them like from any other row."""
+    spec = ObservationSpec.make(state_dim=3)
+    clean = _batch()
+    clean.online = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    dirty = Batch(obs=clean.obs, action=clean.action, reward=clean.reward.clone(),
+                  terminated=clean.terminated, online=clean.online)  # fmt: skip
+    dirty.reward[:, 2:] += 50.0  # the online rows' rewards
+    moved = {}
+    for weight in (0.0, 1.0):
+        cfg = load_config("paper", {**SMALL, "optim": {"batch_size": 4, "online_reward_weight": weight}})
+        a, b = FOWMAgent(cfg, spec, 2), FOWMAgent(cfg, spec, 2)
+        a.update(clean)
+        b.update(dirty)
+        moved[weight] = {
+            k: not torch.allclose(_model_params(a, k), _model_params(b, k), atol=1e-6)
+            for k in ("reward_head", "qs")
+        }
+    assert moved[0.0] == {"reward_head": False, "qs": True}
+    assert moved[1.0] == {"reward_head": True, "qs": True}
+    assert load_config("paper").optim.online_reward_weight == 1.0  # the official behaviour
+    bad = Batch(obs=clean.obs, action=clean.action, reward=clean.reward, terminated=clean.terminated,
+                online=torch.ones(3))  # fmt: skip
+    with pytest.raises(ValueError, match="batch.online"):
+        FOWMAgent(load_config("paper", SMALL), spec, 2).update(bad)
+    with pytest.raises(ValueError, match="online_reward_weight"):
+        load_config("paper", {"optim": {"online_reward_weight": -1.0}})
+
+
 def test_dataset_actions_are_clipped_inside_the_box_as_in_the_official_code() -> None:
     spec = ObservationSpec.make(state_dim=3)
     cfg = load_config("paper", SMALL)

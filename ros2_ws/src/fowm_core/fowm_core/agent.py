@@ -161,8 +161,11 @@ class FOWMAgent:
             z0 = m.encode({k: v[0] for k, v in obs.items()})  # (B, L): the rollout's start, with grad
             pair = self._draw_pair() if fowm else None  # minQ members of the V target
             is_weight = b.weight if b.weight is not None else torch.ones_like(r[0, :, 0])
+            reward_weight = torch.ones_like(is_weight)  # (B,): optim.online_reward_weight on online rows
+            if b.online is not None:
+                reward_weight = reward_weight + b.online * (cfg.online_reward_weight - 1.0)
             total, losses, td_target, latents, q, v = self._model_losses(
-                z0, z_next, z_next_target, a, r, term, w, is_weight, pair, next_value
+                z0, z_next, z_next_target, a, r, term, w, is_weight, reward_weight, pair, next_value
             )
 
         self.model_optim.zero_grad(set_to_none=True)
@@ -238,6 +241,7 @@ class FOWMAgent:
         term: Tensor,
         w: Tensor,
         is_weight: Tensor,
+        reward_weight: Tensor,
         pair: Tensor | None,
         next_value: Tensor | None,
     ) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor, Tensor, Tensor | None]:
@@ -245,10 +249,11 @@ class FOWMAgent:
         online and target encodings of the next observations (H, B, L): the TD targets (fowm
         bootstraps from V(z_next); tdmpc passes `next_value`), the latent rollout through the H
         actions, then the consistency, reward, Q and (fowm) V losses, each (B,) per window, and their
-        IS-weighted total. A pure function of its tensors and the model's parameters (every random
-        draw, `pair`, is made by the caller), so `optim.compile` compiles it, forward and backward, as
-        one graph. Returns (total, losses, td_target (H, B, 1), latents (H+1, B, L), q (E, H, B, 1)
-        float32, v (H, B, 1) float32 or None)."""
+        IS-weighted total, in which `reward_weight` (B,) scales each window's reward loss. A pure
+        function of its tensors and the model's parameters (every random draw, `pair`, is made by the
+        caller), so `optim.compile` compiles it, forward and backward, as one graph. Returns (total,
+        losses, td_target (H, B, 1), latents (H+1, B, L), q (E, H, B, 1) float32, v (H, B, 1) float32
+        or None)."""
         cfg, m = self.cfg.optim, self.model
         with torch.no_grad():
             if next_value is None:  # IQL-style: bootstrap from V, so only in-sample actions are backed up
@@ -277,7 +282,8 @@ class FOWMAgent:
             v = m.v(z_t).float()  # (H, B, 1)
             losses["v"] = window_losses(expectile_loss(q_min_target - v, cfg.expectile), w)
             coefs["v"] = cfg.v_coef
-        total_per_window = sum(coefs[k] * losses[k] for k in losses)  # (B,)
+        row_weights = {"reward": reward_weight}  # optim.online_reward_weight on the online rows
+        total_per_window = sum(coefs[k] * losses[k] * row_weights.get(k, 1.0) for k in losses)  # (B,)
         # Prioritised replay: importance weights on the world-model loss only (official).
         return (total_per_window * is_weight).mean(), losses, td_target, latents, q, v
 
@@ -368,6 +374,8 @@ class FOWMAgent:
                 raise ValueError(f"batch.obs['{k}'] must be {want}, got {tuple(batch.obs[k].shape)}")
         if not torch.isfinite(batch.action).all() or not torch.isfinite(batch.reward).all():
             raise ValueError("batch.action or batch.reward contains NaN or Inf")
+        if batch.online is not None and tuple(batch.online.shape) != (B,):
+            raise ValueError(f"batch.online must be (B,) = ({B},), got {tuple(batch.online.shape)}")
 
     # -- weights and state -----------------------------------------------------------------------
     def get_weights(self) -> dict[str, torch.Tensor]:

@@ -441,11 +441,14 @@ class BalancedSampler:
         return n_off, batch_size - n_off
 
     def sample(self, batch_size: int, alpha: float = 0.0, beta: float = 0.0) -> Batch:
-        """Offline rows first, then online rows; each buffer draws its rows with its own priorities
-        (alpha > 0) and normalises their importance weights by its own max, as the official code does."""
+        """Offline rows first, then online rows (marked in `Batch.online`); each buffer draws its rows
+        with its own priorities (alpha > 0) and normalises their importance weights by its own max, as
+        the official code does."""
         n_off, n_on = self.split(batch_size)
         pairs = ((self.offline, n_off), (self.online, n_on))
-        return Batch.cat([b.sample(n, self.rng, alpha, beta) for b, n in pairs if n > 0])
+        batch = Batch.cat([b.sample(n, self.rng, alpha, beta) for b, n in pairs if n > 0])
+        batch.online = torch.cat([torch.zeros(n_off), torch.ones(n_on)])  # which rows are online
+        return batch
 
     def update_priorities(self, batch: Batch, priority: np.ndarray | torch.Tensor) -> None:
         """Send each row's TD error (B,) back to the buffer it came from."""

@@ -122,6 +122,11 @@ class OptimConfig:
     """Weight of the latent consistency loss."""
     reward_coef: float = 0.5
     """Weight of the reward regression loss."""
+    online_reward_weight: float = 1.0
+    """Multiplies the reward loss of the rows drawn from the online buffer (the acting agent's own
+    episodes) during finetuning; offline rows keep weight 1. 1.0 is FOWM's (the official code fits the
+    reward head to every row); 0.0 fits it to the offline data only. Q, V, dynamics and policy learn
+    from every row either way (the Q targets use the online episodes' true rewards)."""
     q_coef: float = 0.1
     """Weight of the Q regression loss."""
     v_coef: float = 0.1
@@ -155,7 +160,8 @@ class OptimConfig:
         _check(0.0 < self.rho <= 1.0, f"optim.rho must be in (0, 1], got {self.rho}")
         _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
         _check(self.grad_clip_norm > 0, f"optim.grad_clip_norm must be > 0, got {self.grad_clip_norm}")
-        for name in ("consistency_coef", "reward_coef", "q_coef", "v_coef", "awr_beta"):
+        coefs = ("consistency_coef", "reward_coef", "online_reward_weight", "q_coef", "v_coef", "awr_beta")
+        for name in coefs:
             _check(getattr(self, name) >= 0, f"optim.{name} must be >= 0, got {getattr(self, name)}")
         _check(0.0 < self.expectile < 1.0, f"optim.expectile must be in (0, 1), got {self.expectile}")
         _check(self.awr_max_weight > 0, f"optim.awr_max_weight must be > 0, got {self.awr_max_weight}")

@@ -99,6 +99,8 @@ class Batch:
                 official code). None: the same as `terminated`.
     weight:     (B,) importance weight of each window under prioritised replay (None: all 1)
     index:      (B,) int64 buffer slot of each window's first step, for updating its priority
+    online:     (B,) float32, 1.0 for a window from the online buffer, 0.0 for an offline one (None:
+                all offline); `optim.online_reward_weight` reads it
     """
 
     obs: dict[str, torch.Tensor]
@@ -108,6 +110,7 @@ class Batch:
     ended: torch.Tensor | None = None
     weight: torch.Tensor | None = None
     index: torch.Tensor | None = None
+    online: torch.Tensor | None = None
 
     @property
     def horizon(self) -> int:
@@ -134,6 +137,7 @@ class Batch:
             ended=move(self.ended),
             weight=move(self.weight),
             index=self.index,  # stays where the buffer is
+            online=move(self.online),
         )
 
     @staticmethod
@@ -154,4 +158,5 @@ class Batch:
             ended=cat("ended"),
             weight=cat("weight", 0),
             index=cat("index", 0),
+            online=cat("online", 0),
         )
