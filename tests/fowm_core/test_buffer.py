@@ -182,6 +182,9 @@ def test_balanced_sampler_ratio_holds_and_falls_back_to_offline() -> None:
         offline.add(make_episode(i, 12))  # ids 0..9 are offline
     sampler = BalancedSampler(offline, online, offline_fraction=0.5, seed=3)
     assert torch.all(sampler.sample(64).obs["state"][0, :, 0] < 100)  # online empty: offline only
+    assert sampler.sample(8).online is None  # nothing to mark
+    pure_online = BalancedSampler(EpisodeBuffer(SPEC, 2, 500, H), offline, offline_fraction=0.5, seed=3)
+    assert pure_online.sample(8).online is None  # no offline data: its rows are all there is to learn from
     for i in range(3):
         online.add(make_episode(100 + i, 12))  # ids >= 100 are online
     for batch_size, frac in [(64, 0.5), (33, 0.5), (50, 0.25), (7, 0.0)]:

@@ -441,13 +441,15 @@ class BalancedSampler:
         return n_off, batch_size - n_off
 
     def sample(self, batch_size: int, alpha: float = 0.0, beta: float = 0.0) -> Batch:
-        """Offline rows first, then online rows (marked in `Batch.online`); each buffer draws its rows
-        with its own priorities (alpha > 0) and normalises their importance weights by its own max, as
-        the official code does."""
+        """Offline rows first, then online rows; each buffer draws its rows with its own priorities
+        (alpha > 0) and normalises their importance weights by its own max, as the official code does.
+        `Batch.online` marks the online rows of a mixed batch; a batch without offline rows (no offline
+        data, or offline_fraction 0) leaves it None, since its rows are all there is to learn from."""
         n_off, n_on = self.split(batch_size)
         pairs = ((self.offline, n_off), (self.online, n_on))
         batch = Batch.cat([b.sample(n, self.rng, alpha, beta) for b, n in pairs if n > 0])
-        batch.online = torch.cat([torch.zeros(n_off), torch.ones(n_on)])  # which rows are online
+        if n_off and n_on:
+            batch.online = torch.cat([torch.zeros(n_off), torch.ones(n_on)])
         return batch
 
     def update_priorities(self, batch: Batch, priority: np.ndarray | torch.Tensor) -> None:

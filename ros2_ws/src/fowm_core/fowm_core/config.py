@@ -124,9 +124,10 @@ class OptimConfig:
     """Weight of the reward regression loss."""
     online_reward_weight: float = 1.0
     """Multiplies the reward loss of the rows drawn from the online buffer (the acting agent's own
-    episodes) during finetuning; offline rows keep weight 1. 1.0 is FOWM's (the official code fits the
-    reward head to every row); 0.0 fits it to the offline data only. Q, V, dynamics and policy learn
-    from every row either way (the Q targets use the online episodes' true rewards)."""
+    episodes) in batches that mix them with offline rows; offline rows keep weight 1. 1.0 is FOWM's
+    (the official code fits the reward head to every row); 0.0 fits it to the offline data only. Q, V,
+    dynamics and policy learn from every row either way (the Q targets use the online episodes' true
+    rewards). Batches without offline rows (no offline data) are not affected."""
     q_coef: float = 0.1
     """Weight of the Q regression loss."""
     v_coef: float = 0.1
