@@ -44,6 +44,18 @@ def test_teleop_in_the_sim_records_a_labelled_episode(ros_processes, ros_node, t
     assert spin_until(ros_node, lambda: "scene reset:" in log(), 90), log()[-3000:]
     assert spin_until(ros_node, lambda: "fowm_recorder" in ros_node.get_node_names(), 60), log()[-3000:]
 
+    def recorder_subscribed() -> bool:
+        return all(
+            any(i.node_name == "fowm_recorder" for i in ros_node.get_subscriptions_info_by_topic(t.name))
+            for t in (topics.IMAGE, topics.JOINT_STATES)
+        )
+
+    # An operator presses `g` seconds after the graph is up; on a loaded CPU the recorder's node name
+    # shows before its sensor subscriptions are matched, and a bag opened then would hold no
+    # observation before the first action. Wait for them, then for its preroll to fill.
+    assert spin_until(ros_node, recorder_subscribed, 60), log()[-3000:]
+    spin_until(ros_node, lambda: False, 1.5)
+
     keys.publish(String(data="g"))  # operator: the scene is ready
     assert spin_until(ros_node, lambda: '"event": "start"' in log(), 30), log()[-3000:]
     for burst in ("ww", "w", "ss", " ", "rr", "aa", "d"):  # motion keys, a gripper toggle
