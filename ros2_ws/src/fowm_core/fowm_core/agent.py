@@ -273,7 +273,11 @@ class FOWMAgent:
         }
         q = m.q_all(z_t, a).float()  # (E, H, B, 1)
         losses["q"] = window_losses((q - td_target[None]).square().sum(0), w)
-        coefs = {"consistency": cfg.consistency_coef, "reward": cfg.reward_coef, "q": cfg.q_coef}
+        coefs = {
+            "consistency": cfg.consistency_coef,
+            "reward": cfg.reward_coef * reward_weight,  # (B,): optim.online_reward_weight on online rows
+            "q": cfg.q_coef,
+        }
         v = None
         if pair is not None:  # fowm
             with torch.no_grad():
@@ -282,8 +286,7 @@ class FOWMAgent:
             v = m.v(z_t).float()  # (H, B, 1)
             losses["v"] = window_losses(expectile_loss(q_min_target - v, cfg.expectile), w)
             coefs["v"] = cfg.v_coef
-        row_weights = {"reward": reward_weight}  # optim.online_reward_weight on the online rows
-        total_per_window = sum(coefs[k] * losses[k] * row_weights.get(k, 1.0) for k in losses)  # (B,)
+        total_per_window = sum(coefs[k] * losses[k] for k in losses)  # (B,)
         # Prioritised replay: importance weights on the world-model loss only (official).
         return (total_per_window * is_weight).mean(), losses, td_target, latents, q, v
 
