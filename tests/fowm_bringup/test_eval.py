@@ -94,3 +94,29 @@ def test_a_finished_run_is_redone_when_its_preset_file_or_sim_changes(tmp_path, 
     )
     assert ev.run_one(cfg, "reach", "fowm", 1)["sim_config"]["push_action_penalty"] == 0.15
     assert started == [0.5, 2.0, 2.0]
+    # and so does the code: a run made by other code is made again
+    monkeypatch.setattr(ev, "code_version", lambda: "another-version")
+    assert ev.run_one(cfg, "reach", "fowm", 1)["code_version"] == "another-version"
+    assert ev.run_one(cfg, "reach", "fowm", 1)["code_version"] == "another-version"  # then reused
+    assert started == [0.5, 2.0, 2.0, 2.0]
+
+
+def test_the_code_version_follows_code_presets_and_models_not_docs(tmp_path, monkeypatch):
+    from fowm_bringup import eval as ev
+
+    pkg = tmp_path / "fake_fowm_pkg"
+    (pkg / "presets").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("")
+    (pkg / "presets" / "p.yaml").write_text("a: 1\n")
+    (pkg / "README.md").write_text("docs\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(ev, "CODE_MODULES", ("fake_fowm_pkg.mod",))
+    versions = [ev.code_version()]
+    (pkg / "README.md").write_text("other docs\n")
+    versions.append(ev.code_version())
+    assert versions[1] == versions[0]
+    for name, text in (("presets/p.yaml", "a: 2\n"), ("__init__.py", "X = 1\n"), ("scene.xml", "<mujoco/>")):
+        (pkg / name).write_text(text)
+        versions.append(ev.code_version())
+        assert versions[-1] != versions[-2], name

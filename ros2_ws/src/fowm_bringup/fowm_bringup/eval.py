@@ -15,6 +15,8 @@ interrupted evaluation resumes where it stopped. Writes `<out>/eval_table.md` (t
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib
 import json
 import os
 import platform
@@ -30,6 +32,23 @@ from fowm_bringup.demo import DemoConfig, resolved_config, run_task, sim_config
 MODES = ("fowm", "tdmpc")
 PHASES = ("pretrained", "finetuned")
 RUN_KEYS = ("task", "mode", "seed", "data_success_rate", "pretrained", "finetuned", "updates", "wall_time_s")
+# A module of each package a run executes (a package's own __file__ can be a test folder's namespace
+# package under pytest), and the files in those packages that decide its result (code, presets, MJCF).
+CODE_MODULES = ("fowm_core.config", "fowm_sim.config", "fowm_xarm.topics", "fowm_bringup.demo")
+CODE_SUFFIXES = (".py", ".yaml", ".xml")
+
+
+def code_version() -> str:
+    """A digest of the source files a run executes: every .py, .yaml and .xml file of the packages of
+    CODE_MODULES, by relative path and content. A finished run is reused only by the same code
+    version, so a table never mixes results of different code (docs and READMEs do not count)."""
+    digest = hashlib.sha256()
+    for name in CODE_MODULES:
+        root = Path(importlib.import_module(name).__file__).parent
+        for path in sorted(p for p in root.rglob("*") if p.suffix in CODE_SUFFIXES and p.is_file()):
+            digest.update(path.relative_to(root.parent).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -96,8 +115,8 @@ class EvalConfig:
 
 def run_one(cfg: EvalConfig, task: str, mode: str, seed: int) -> dict:
     """One run's result, from its result.json when an earlier invocation finished it with the same
-    options, the same resolved fowm_core config and the same sim config (an edited preset file, or a
-    preset or sim whose defaults changed, e.g. push's reward, is run again)."""
+    options, the same resolved fowm_core config, the same sim config and the same code version (an
+    edited preset file, a sim default or any code change, e.g. push's reward, runs it again)."""
     from fowm_core.config import config_to_dict
 
     demo = cfg.demo_config(task, mode, seed)
@@ -107,11 +126,14 @@ def run_one(cfg: EvalConfig, task: str, mode: str, seed: int) -> dict:
         "demo_config": asdict(demo),
         "fowm_config": config_to_dict(resolved_config(demo)),
         "sim_config": asdict(sim_config(task, demo)),
+        "code_version": code_version(),
     }
     if done.exists():
         kept = json.loads(done.read_text())
-        if all(kept.get(k) == json.loads(json.dumps(v)) for k, v in identity.items()):  # as stored
+        changed = [k for k, v in identity.items() if kept.get(k) != json.loads(json.dumps(v))]  # as stored
+        if not changed:
             return kept
+        print(f"eval: {task} {mode} seed {seed}: rerun, its {', '.join(changed)} changed", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = run_task(task, demo, out)
@@ -261,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "aggregate": agg,
         "runs": [{k: r[k] for k in RUN_KEYS} for r in results],
         "wall_time_s_this_invocation": time.perf_counter() - started,
+        "code_version": code_version(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
