@@ -141,6 +141,7 @@ def test_recorder_bags_open_everywhere_and_equal_the_live_episodes(ros_node, ros
     )
     time.sleep(0.2)
     ros_processes.stop("recorder")
+    assert "its first action came before" not in ros_processes.log("recorder")
     bags = list_episode_bags(out)
     assert len(bags) == EPISODES and not (out / ".partial").exists()
     for bag in bags:
@@ -170,3 +171,30 @@ def test_recorder_bags_open_everywhere_and_equal_the_live_episodes(ros_node, ros
         np.testing.assert_array_equal(from_bag.action, from_live.action)
         np.testing.assert_array_equal(from_bag.reward, from_live.reward)
         assert from_bag.info["obs_stamps_ns"] == from_live.info["obs_stamps_ns"]
+
+
+def test_recorder_reports_an_episode_whose_first_action_precedes_any_observation(
+    ros_node, ros_processes, tmp_path
+):
+    """A bag can only be ingested if it holds the observation its first action was computed from; when
+    the first action comes before any camera image or joint state (camera down, recorder started
+    late), the operator is told at once instead of learning it from ingestion after the episode."""
+    from std_msgs.msg import Float32MultiArray, String
+
+    from fowm_xarm import topics
+
+    q = topics.rclpy_qos
+    events = ros_node.create_publisher(String, topics.EPISODE.name, q(topics.EPISODE.qos))
+    actions = ros_node.create_publisher(Float32MultiArray, topics.ACTION.name, q(topics.ACTION.qos))
+    ros_processes.start(
+        [sys.executable, "-m", "fowm_trainer.recorder_node", "--ros-args", "-p", f"output_dir:={tmp_path}"],
+        "recorder",
+    )
+    assert spin_until(ros_node, lambda: actions.get_subscription_count() >= 1, 30)
+    events.publish(String(data=topics.EpisodeEvent("start", 7, "reach", 1).to_json()))
+    assert spin_until(ros_node, lambda: "recording episode 7" in ros_processes.log("recorder"), 30)
+    actions.publish(Float32MultiArray(data=[0.0, 0.0, 0.0, 1.0]))
+    assert spin_until(ros_node, lambda: "its first action came before" in ros_processes.log("recorder"), 30)
+    log = ros_processes.log("recorder")
+    assert topics.IMAGE.name in log.split("its first action came before")[1].splitlines()[0]
+    ros_processes.assert_running("recorder")

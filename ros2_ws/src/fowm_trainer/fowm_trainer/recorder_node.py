@@ -13,7 +13,8 @@ and the bag keeps recording `tail_s` longer for a late frame or reward (overlapp
 episode's bag if it starts meanwhile: the assembler reads each episode between its own events), then
 it is closed and moved into `output_dir` in one rename. A bag being written lives under
 `output_dir/.partial/`, and an episode that never ends (a new "start", shutdown) is dropped, so
-readers never see a partial bag.
+readers never see a partial bag. An episode whose first action comes before any camera image or
+joint state reached the recorder is reported as an error at once: ingestion would refuse its bag.
 Bags are named `episode_<start time ns>_<episode index>` so that name order is time order.
 """
 
@@ -109,6 +110,8 @@ class _Bag:
     ended_ns: int | None = None
     next_start_written: bool = False  # a bag in its tail gets the next "start" (only) as its boundary
     tail_over: bool = False  # its tail has passed; closed on the next timer tick (see _on_timer)
+    observed: set[str] = field(default_factory=set)  # observation topics written so far
+    first_action_checked: bool = False
 
 
 class RecorderNode(Node):
@@ -125,6 +128,9 @@ class RecorderNode(Node):
         # (every message goes to each of them; the assembler reads each episode's span by its events).
         self._bags: list[_Bag] = []
         self.saved: list[Path] = []
+        # What an action is computed from: a bag without them before its first action is refused at
+        # ingestion, so the operator hears about it now, not after the episode.
+        self._observation_topics = {t.name for t in (topics.IMAGE, topics.JOINT_STATES)} & set(cfg.topics)
         for name in cfg.topics:
             spec = topics.TOPICS_BY_NAME[name]
             self.create_subscription(
@@ -147,6 +153,11 @@ class RecorderNode(Node):
             return
         for bag in self._bags:
             bag.writer.write(topic, now, data)
+            if topic in self._observation_topics:
+                bag.observed.add(topic)
+            elif topic == topics.ACTION.name and not bag.first_action_checked and bag.ended_ns is None:
+                bag.first_action_checked = True
+                self._check_first_action(bag)
         self._preroll.append((topic, now, data))
         horizon = time.time_ns() - round(self.config.preroll_s * 1e9)
         while self._preroll and self._preroll[0][1] < horizon:
@@ -190,11 +201,22 @@ class RecorderNode(Node):
         # The sensor messages (and commands) just before "start": the first action's observation.
         for topic, stamp, msg in self._preroll:
             writer.write(topic, stamp, msg)
-        self._bags.append(_Bag(writer, event, now))
+        self._bags.append(_Bag(writer, event, now, observed={t for t, _, _ in self._preroll}))
         self.get_logger().info(
             f"recording episode {event.episode} ({event.task}, seed {event.seed}) -> {path.name}"
         )
         return self._bags[-1]
+
+    def _check_first_action(self, bag: _Bag) -> None:
+        missing = sorted(self._observation_topics - bag.observed)
+        if missing:
+            self.get_logger().error(
+                f"episode {bag.event.episode}: its first action came before any message on "
+                f"{' or '.join(missing)} reached the recorder (preroll_s={self.config.preroll_s}), so its "
+                "bag cannot hold the observation that action was computed from and ingestion will refuse "
+                "the episode; are the camera and the arm driver publishing, and was the recorder up "
+                "before the episode started?"
+            )
 
     def _close(self, bag: _Bag) -> None:
         self._bags.remove(bag)
