@@ -201,7 +201,8 @@ class RecorderNode(Node):
         # The sensor messages (and commands) just before "start": the first action's observation.
         for topic, stamp, msg in self._preroll:
             writer.write(topic, stamp, msg)
-        self._bags.append(_Bag(writer, event, now, observed={t for t, _, _ in self._preroll}))
+        observed = {t for t, _, _ in self._preroll} & self._observation_topics
+        self._bags.append(_Bag(writer, event, now, observed=observed))
         self.get_logger().info(
             f"recording episode {event.episode} ({event.task}, seed {event.seed}) -> {path.name}"
         )
