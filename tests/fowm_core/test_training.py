@@ -136,3 +136,37 @@ def test_metrics_logger_writes_jsonl_tensorboard_and_plots(tmp_path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no data"):
         plot_learning_curves(tmp_path / "run" / "metrics.jsonl", png, tags=["missing"])
+
+
+def test_fresh_online_optimisers_update_as_a_fresh_process_from_the_same_weights() -> None:
+    """schedule.fresh_online_optimisers: after pretraining, reset_optimisers() makes the next update
+    exactly the one a new process (the trainer node) makes from the saved weights; resumed moments
+    give a different one."""
+    agent, offline, _, _ = build()
+    for e in make_expert_dataset(4, noise=0.5, seed=0):
+        offline.add(e)
+    pretrain_offline(agent, offline, 20, progress=False)
+    batch = offline.sample(16, np.random.default_rng(3))
+
+    def step_from_pretrained(reset: bool) -> dict[str, torch.Tensor]:
+        a = build()[0]
+        a.load_weights(agent.get_weights())
+        a.load_training_state(agent.training_state())  # moments, RNG streams, update count
+        if reset:
+            a.reset_optimisers()
+        a.update(batch)
+        return a.get_weights()
+
+    fresh_process = build()[0]
+    fresh_process.load_weights(agent.get_weights())
+    state = agent.training_state()
+    fresh_process._aug_gen.set_state(state["rng"]["aug"])
+    fresh_process._draw_gen.set_state(state["rng"]["draw"])
+    fresh_process.num_updates = agent.num_updates  # same EMA schedule
+    fresh_process.update(batch)
+    want = fresh_process.get_weights()
+
+    reset, resumed = step_from_pretrained(True), step_from_pretrained(False)
+    assert all(torch.equal(reset[k], want[k]) for k in want)
+    assert any(not torch.equal(resumed[k], want[k]) for k in want)
+    assert all(s["step"] == 1 for s in fresh_process.model_optim.state.values())

@@ -243,6 +243,8 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
 
         # 4. Online finetuning: plan, store in the online buffer, update on balanced batches.
         t0 = time.perf_counter()
+        if fowm_cfg.schedule.fresh_online_optimisers:  # start online as the trainer node does
+            agent.reset_optimisers()
         history = finetune_online(
             agent,
             env,

@@ -92,10 +92,8 @@ class FOWMAgent:
             for n, p in self.model.named_parameters()
             if not n.startswith("target.") and id(p) not in policy_ids
         ]
-        # fused: one kernel per step for all parameters instead of ~10 ops per tensor (the same
-        # update up to float rounding; ~3 % of a realtime-cpu pixel update on the 2-core CPU)
-        self.model_optim = torch.optim.Adam(self._model_params, lr=cfg.optim.lr, fused=True)
-        self.pi_optim = torch.optim.Adam(policy_params, lr=cfg.optim.lr, fused=True)
+        self._policy_params = policy_params
+        self.reset_optimisers()
         lam = 0.0 if cfg.mode == "tdmpc" else cfg.planner.uncertainty_coef
         self.planner = UncertaintyPenalisedMPPI(cfg.planner, self.action_dim, self.device, cfg.seed, lam)
         self._aug_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
@@ -109,6 +107,15 @@ class FOWMAgent:
             # loss as graphs, compiled on the first update (shapes are fixed by the config).
             self._model_losses = torch.compile(self._model_losses, dynamic=False)
             self._awr_loss = torch.compile(self._awr_loss, dynamic=False)
+
+    def reset_optimisers(self) -> None:
+        """New Adam optimisers (no moments, step 0) for the world model and the policy: the state a
+        fresh process that loads these weights starts from (schedule.fresh_online_optimisers)."""
+        lr = self.cfg.optim.lr
+        # fused: one kernel per step for all parameters instead of ~10 ops per tensor (the same
+        # update up to float rounding; ~3 % of a realtime-cpu pixel update on the 2-core CPU)
+        self.model_optim = torch.optim.Adam(self._model_params, lr=lr, fused=True)
+        self.pi_optim = torch.optim.Adam(self._policy_params, lr=lr, fused=True)
 
     # -- acting ----------------------------------------------------------------------------------
     def act(self, obs: dict[str, np.ndarray], *, first_step: bool, explore: bool) -> np.ndarray:

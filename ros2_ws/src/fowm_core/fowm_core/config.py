@@ -206,6 +206,11 @@ class ScheduleConfig:
     """Decisions per episode (0.16 s each, 6.25 Hz)."""
     seed_steps: int = 0
     """Online steps with uniform random actions before planning (0: the offline model acts at once)."""
+    fresh_online_optimisers: bool = False
+    """In-process runs (make eval, make demo-inprocess): start the online phase with new Adam
+    optimisers, as the online trainer node does (it loads pretrained weights, not optimiser state),
+    instead of the moments carried over from offline pretraining. False is the official code, which
+    pretrains and finetunes in one process without resetting them."""
 
     def __post_init__(self) -> None:
         for name in ("offline_updates", "online_episodes", "seed_steps"):
