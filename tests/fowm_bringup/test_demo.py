@@ -158,3 +158,31 @@ def test_policy_prior_stays_alive_when_pretrained_on_sim_push_data(mode, one_tor
         if at_bound > 0.5 and grad < 1e-8:
             dead_at.append((agent.num_updates, at_bound, grad))
     assert not dead_at, f"{mode}: policy at the bounds with no gradient (updates, share, grad): {dead_at}"
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_online_phase_resumes_or_restarts_the_optimisers_as_configured(fresh, tmp_path, monkeypatch):
+    """schedule.fresh_online_optimisers: run_task's online phase starts with new Adam optimisers (as
+    the trainer node, which loads weights only) or keeps pretraining's (the official code, one
+    process). Seen in Adam's step count after the run: online updates only, or all of them."""
+    from fowm_bringup.demo import DemoConfig, run_task
+    from fowm_core.agent import FOWMAgent
+
+    agents = []
+    init = FOWMAgent.__init__
+
+    def kept(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        agents.append(self)
+
+    monkeypatch.setattr(FOWMAgent, "__init__", kept)
+    cfg = DemoConfig(
+        tasks=("reach",), observations="sim-state", offline_episodes=2, offline_updates=3, online_episodes=1,
+        eval_episodes=1, overrides=("optim.compile=false", f"schedule.fresh_online_optimisers={fresh}"),
+        out=str(tmp_path), progress=False,
+    )  # fmt: skip
+    result = run_task("reach", cfg, tmp_path)
+    (agent,) = agents
+    assert result["updates"] == agent.num_updates == 3 + 25  # one online episode, one update per step
+    for optim in (agent.model_optim, agent.pi_optim):
+        assert {int(s["step"]) for s in optim.state.values()} == {25 if fresh else 28}
