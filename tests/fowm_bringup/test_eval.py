@@ -120,3 +120,24 @@ def test_the_code_version_follows_code_presets_and_models_not_docs(tmp_path, mon
         (pkg / name).write_text(text)
         versions.append(ev.code_version())
         assert versions[-1] != versions[-2], name
+
+
+def test_an_invocation_labels_its_runs_with_the_code_it_started_with(tmp_path, monkeypatch):
+    """Files edited while `make eval` runs (hours) must not relabel its later runs with code the
+    process never imported: the code version is read once, when the invocation starts, and stored
+    with every run it makes and in its summary."""
+    from fowm_bringup import eval as ev
+
+    versions = iter(f"v{i}" for i in range(1, 100))  # a new version at every read: an edit each time
+    monkeypatch.setattr(ev, "code_version", lambda: next(versions))
+    phase = {"success_rate": 0.5, "return": -1.0}
+
+    def fake_run_task(task, demo, out):
+        return {"task": task, "data_success_rate": 1.0, "updates": 0, **{p: phase for p in ev.PHASES}}
+
+    monkeypatch.setattr(ev, "run_task", fake_run_task)
+    args = ["--task", "reach", "--mode", "fowm", "--seeds", "1", "2", "--out", str(tmp_path), "--no-progress"]
+    assert ev.main(args) == 0
+    runs = [json.loads((tmp_path / "runs" / f"reach-fowm-s{s}" / "result.json").read_text()) for s in (1, 2)]
+    assert [r["code_version"] for r in runs] == ["v1", "v1"]
+    assert json.loads((tmp_path / "summary.json").read_text())["code_version"] == "v1"

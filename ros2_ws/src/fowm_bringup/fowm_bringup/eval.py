@@ -113,10 +113,12 @@ class EvalConfig:
         )
 
 
-def run_one(cfg: EvalConfig, task: str, mode: str, seed: int) -> dict:
+def run_one(cfg: EvalConfig, task: str, mode: str, seed: int, version: str | None = None) -> dict:
     """One run's result, from its result.json when an earlier invocation finished it with the same
     options, the same resolved fowm_core config, the same sim config and the same code version (an
-    edited preset file, a sim default or any code change, e.g. push's reward, runs it again)."""
+    edited preset file, a sim default or any code change, e.g. push's reward, runs it again).
+    `version`: the invocation's code version, read when it started (default: read now); files edited
+    while an invocation runs must not relabel the runs it makes with code it already imported."""
     from fowm_core.config import config_to_dict
 
     demo = cfg.demo_config(task, mode, seed)
@@ -126,7 +128,7 @@ def run_one(cfg: EvalConfig, task: str, mode: str, seed: int) -> dict:
         "demo_config": asdict(demo),
         "fowm_config": config_to_dict(resolved_config(demo)),
         "sim_config": asdict(sim_config(task, demo)),
-        "code_version": code_version(),
+        "code_version": code_version() if version is None else version,
     }
     if done.exists():
         kept = json.loads(done.read_text())
@@ -263,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs = [(t, m, s) for t in cfg.tasks for s in cfg.seeds for m in cfg.modes]
     started = time.perf_counter()
+    version = code_version()  # once: the code this process runs, whatever is edited meanwhile
     results = []
     bar = tqdm(runs, desc="make eval", unit="run", disable=not cfg.progress)
     for task, mode, seed in bar:
         bar.set_postfix_str(f"{task} {mode} seed {seed}")
-        r = run_one(cfg, task, mode, seed)
+        r = run_one(cfg, task, mode, seed, version)
         results.append(r)
         bar.write(
             f"{task:<5} {mode:<5} seed {seed}: data {r['data_success_rate']:.0%}, "
@@ -283,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "aggregate": agg,
         "runs": [{k: r[k] for k in RUN_KEYS} for r in results],
         "wall_time_s_this_invocation": time.perf_counter() - started,
-        "code_version": code_version(),
+        "code_version": version,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
