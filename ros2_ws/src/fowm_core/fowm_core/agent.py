@@ -85,14 +85,13 @@ class FOWMAgent:
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(cfg.seed)
             self.model = WorldModel(cfg.model, obs_spec, self.action_dim).to(self.device)
-        policy_params = list(self.model.policy.parameters())
-        policy_ids = {id(p) for p in policy_params}
+        self._policy_params = list(self.model.policy.parameters())
+        policy_ids = {id(p) for p in self._policy_params}
         self._model_params = [
             p
             for n, p in self.model.named_parameters()
             if not n.startswith("target.") and id(p) not in policy_ids
         ]
-        self._policy_params = policy_params
         self.reset_optimisers()
         lam = 0.0 if cfg.mode == "tdmpc" else cfg.planner.uncertainty_coef
         self.planner = UncertaintyPenalisedMPPI(cfg.planner, self.action_dim, self.device, cfg.seed, lam)
