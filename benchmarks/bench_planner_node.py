@@ -1,7 +1,9 @@
 """The planner node in realtime against the sim node: plan latency and control-period jitter (p50/p99),
 with the sim alone, with a CPU-bound neighbour process (a one-thread torch matmul loop) and with the
 trainer's work running next to it (a one-thread process doing the trainer node's realtime-cpu pixel
-updates back to back, as between online episodes). Writes bench-results/planner_node.{json,md}.
+updates back to back, as between online episodes), and the first two again with the plan compiled
+(`overrides: [planner.compile=true]`, as the real robot's config runs it). Writes
+bench-results/planner_node.{json,md}.
 
     MUJOCO_GL=egl python benchmarks/bench_planner_node.py [--seconds 30] [--out bench-results]
 
@@ -57,7 +59,16 @@ TRAINER = (
     "while True:\n"
     "    agent.update(batch)\n"
 )
-SCENARIOS = {"sim_alone": None, "with_cpu_neighbour": NEIGHBOUR, "with_trainer_updates": TRAINER}
+# name -> (neighbour process, the planner's preset overrides). The compiled rows plan as
+# `planner.compile=true` (the real robot's config); the node compiles before its first tick.
+COMPILED = ("planner.compile=true",)
+SCENARIOS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "sim_alone": (None, ()),
+    "with_cpu_neighbour": (NEIGHBOUR, ()),
+    "with_trainer_updates": (TRAINER, ()),
+    "compiled, sim_alone": (None, COMPILED),
+    "compiled, with_cpu_neighbour": (NEIGHBOUR, COMPILED),
+}
 
 
 def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -76,7 +87,14 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run_scenario(name: str, neighbour: str | None, seconds: float, env: dict[str, str], logs: Path) -> dict:
+def run_scenario(
+    name: str,
+    neighbour: str | None,
+    overrides: tuple[str, ...],
+    seconds: float,
+    env: dict[str, str],
+    logs: Path,
+) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -85,14 +103,16 @@ def run_scenario(name: str, neighbour: str | None, seconds: float, env: dict[str
     from fowm_xarm import topics
 
     py = sys.executable
+    log = name.replace(", ", "_")
+    planner_args = ["-p", f"overrides:=[{','.join(overrides)}]"] if overrides else []
     procs = [
         _start([py, "-m", "fowm_sim.sim_node", "--ros-args", "-p", "clock_mode:=realtime",
-                "-p", "episode_length:=1000000"], logs / f"{name}_sim.log", env),
+                "-p", "episode_length:=1000000"], logs / f"{log}_sim.log", env),
         _start([py, "-m", "fowm_planner.planner_node", "--ros-args", "-p", "require_signature:=false",
-                "-p", f"control_period:={PERIOD}"], logs / f"{name}_planner.log", env),
+                "-p", f"control_period:={PERIOD}", *planner_args], logs / f"{log}_planner.log", env),
     ]  # fmt: skip
     if neighbour:
-        procs.append(_start([py, "-c", neighbour], logs / f"{name}_neighbour.log", env))
+        procs.append(_start([py, "-c", neighbour], logs / f"{log}_neighbour.log", env))
     rclpy.init()
     node = rclpy.create_node("bench_planner_node")
     diag: dict[str, str] = {}
@@ -168,6 +188,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=30.0, help="measuring time per scenario")
     p.add_argument("--out", default=str(REPO / "bench-results"))
+    p.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="run these scenarios only")
     a = p.parse_args()
     from domain_coordinator import domain_id
 
@@ -184,16 +205,19 @@ def main() -> None:
         }  # fmt: skip
         os.environ.update(isolation)  # this process's own rclpy node too
         env = dict(os.environ)
-        for name, neighbour in SCENARIOS.items():
+        for name, (neighbour, overrides) in SCENARIOS.items():
+            if a.only and name not in a.only:
+                continue
             print(f"planner node benchmark: {name} ({a.seconds:.0f} s)", flush=True)
-            results[name] = run_scenario(name, neighbour, a.seconds, env, logs)
+            results[name] = run_scenario(name, neighbour, overrides, a.seconds, env, logs)
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "period_s": PERIOD,
         "seconds": a.seconds,
-        "planner": "realtime-cpu preset, rgb+state, 1 torch thread, plan budget 0.12 s (node defaults)",
+        "planner": "realtime-cpu preset, rgb+state, 1 torch thread, plan budget 0.12 s (node defaults); "
+        f"'compiled' rows with overrides {list(COMPILED)}",
         "neighbour": "one-thread torch 768x768 matmul + tanh loop",
         "trainer": "one-thread loop of realtime-cpu pixel updates (batch 64, bf16 autocast)",
         "loadavg_end": os.getloadavg(),

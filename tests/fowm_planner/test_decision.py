@@ -228,3 +228,27 @@ def test_background_planner_runs_one_plan_at_a_time_and_reports_it():
     finally:
         release.set()
         bp.shutdown()
+
+
+def test_preset_overrides_reach_the_agent_and_bad_ones_are_refused(tmp_path):
+    """`overrides` (as the trainer's) shape the planner's agent: weights trained with model.mlp_dim=128
+    load only into a planner given the same override; unknown keys and malformed items fail at
+    startup, naming what is wrong."""
+    from fowm_core.weights import save_weights
+
+    cfg = PlannerNodeConfig(overrides=["", "planner.num_samples=32", "model.mlp_dim=128"])
+    assert cfg.overrides == ["planner.num_samples=32", "model.mlp_dim=128"]
+    assert (cfg.fowm_config().planner.num_samples, cfg.fowm_config().model.mlp_dim) == (32, 128)
+    with pytest.raises(ValueError, match="model.nope"):
+        PlannerNodeConfig(overrides=["model.nope=1"])
+    with pytest.raises(ValueError, match="dotted.key=value"):
+        PlannerNodeConfig(overrides=["planner.compile"])
+
+    small = build_agent("realtime-cpu", ("state",), 84, overrides=cfg.overrides)[0]
+    assert small.planner.cfg.num_samples == 32
+    path = tmp_path / "mlp128.safetensors"
+    save_weights(path, small)
+    agent, meta, _ = build_agent("realtime-cpu", ("state",), 84, str(path), overrides=["model.mlp_dim=128"])
+    assert meta is not None and agent.cfg.model.mlp_dim == 128
+    with pytest.raises(ValueError, match="config hash mismatch"):
+        build_agent("realtime-cpu", ("state",), 84, str(path))

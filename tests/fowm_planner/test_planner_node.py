@@ -369,6 +369,29 @@ def _get_parameters(node, names: list[str]) -> list:
     return _call(node, GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=names)).values
 
 
+def test_preset_overrides_parameter_shapes_the_agent(ros_node, ros_processes, tmp_path):
+    """`overrides` as a ROS string-array parameter: a planner given model.mlp_dim=128 starts from
+    weights trained at that width and commands; one with an unknown key exits at startup naming it."""
+    from fowm_core.weights import save_weights
+    from fowm_planner.model import build_agent
+
+    overrides = ["model.mlp_dim=128", "planner.num_samples=32"]
+    weights = tmp_path / "mlp128.safetensors"
+    save_weights(weights, build_agent("realtime-cpu", KEYS, 84, overrides=overrides)[0])
+    q = _q0()
+    listener = Listener(ros_node, q)
+    SyntheticSensors(ros_node, q)
+    bad = _start_planner(ros_processes, "overrides:=[model.nope=1]", name="bad")
+    _start_planner(
+        ros_processes, f"control_period:={PERIOD}", "require_signature:=false",
+        f"weights_file:={weights}", f"overrides:=[{','.join(overrides)}]",
+    )  # fmt: skip
+    _wait_motion(ros_node, listener, 0.0, ros_processes)
+    assert f"overrides={overrides}" in ros_processes.log("planner")
+    assert bad.wait(timeout=60) != 0
+    assert "model.nope" in ros_processes.log("bad")
+
+
 def test_signed_weight_updates_and_estop(ros_node, ros_processes, tmp_path):
     import torch
 

@@ -83,24 +83,9 @@ class DemoConfig:
             raise ValueError("--offline-updates and --online-episodes must be >= 0")
         if self.threads < 1:
             raise ValueError("--threads must be >= 1")
+        from fowm_core.config import parse_overrides
+
         parse_overrides(self.overrides)  # fail before any work if malformed
-
-
-def parse_overrides(items: tuple[str, ...]) -> dict:
-    """('optim.batch_size=128', 'planner.dtype=float32') -> nested dict; values parsed as YAML."""
-    import yaml
-
-    nested: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes dotted.key=value, got {item!r}")
-        *parents, leaf = key.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return nested
 
 
 OBSERVATIONS = ("rgb+state", "rgb", "sim-state")
@@ -155,7 +140,7 @@ class ObservationFilter:
 
 def resolved_config(cfg: DemoConfig):
     """The fowm_core config a run trains with: the preset, then the overrides, mode and seed."""
-    from fowm_core.config import load_config
+    from fowm_core.config import load_config, parse_overrides
 
     return load_config(cfg.preset, {**parse_overrides(cfg.overrides), "mode": cfg.mode, "seed": cfg.seed})
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fowm_bringup.demo import parse_overrides, prior_policy
+from fowm_bringup.demo import prior_policy
 from fowm_bringup.ros_demo import Layout
 
 POLICIES = ("planner", "expert", "random")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Imported after argument checks: the sim and torch models take a few seconds to load.
     from fowm_core.agent import FOWMAgent
     from fowm_core.buffer import EpisodeBuffer
-    from fowm_core.config import load_config
+    from fowm_core.config import load_config, parse_overrides
     from fowm_core.runtime import configure_process
     from fowm_core.training import evaluate, finetune_online
     from fowm_core.weights import load_weights_into

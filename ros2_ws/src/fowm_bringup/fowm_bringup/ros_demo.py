@@ -107,8 +107,8 @@ class RosDemoConfig:
     """Show progress bars."""
 
     def __post_init__(self) -> None:
+        from fowm_core.config import parse_overrides
         from fowm_sim.config import TASKS
-        from fowm_trainer.settings import parse_overrides
 
         if self.task not in TASKS:
             raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
@@ -172,8 +172,7 @@ def write_model_config(cfg: RosDemoConfig, path: Path) -> dict[str, Any]:
     pretrainer, trainer and planner build the same model."""
     import yaml
 
-    from fowm_core.config import config_to_dict, load_config
-    from fowm_trainer.settings import parse_overrides
+    from fowm_core.config import config_to_dict, load_config, parse_overrides
 
     overrides = parse_overrides([*cfg.overrides, f"seed={cfg.seed}"])
     if cfg.device == "auto":

@@ -267,6 +267,25 @@ def config_hash(cfg: FOWMConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
+    """Dotted key=value strings -> the nested dict `load_config` takes; values are parsed as YAML:
+    ['optim.batch_size=128', 'planner.compile=true'] -> {'optim': {'batch_size': 128}, 'planner':
+    {'compile': True}}. The one parser of every command line (--set) and node parameter (overrides)."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"a preset override must look like dotted.key=value, got {item!r}")
+        *parents, leaf = key.strip().split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"preset override {item!r} sets a key below {part!r}, already a value")
+        node[leaf] = yaml.safe_load(value)
+    return nested
+
+
 def load_config(preset_or_path: str = "paper", overrides: dict[str, Any] | None = None) -> FOWMConfig:
     """Build a config from a preset name ("paper", "realtime-cpu") or a YAML path, then apply
     nested `overrides` such as {"planner": {"dtype": "bfloat16"}}."""

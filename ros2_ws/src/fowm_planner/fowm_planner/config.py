@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fowm_core.config import FOWMConfig, load_config, parse_overrides
 from fowm_xarm.command import ActionMapper, SafetyLimits
 from fowm_xarm.kinematics import XArm7Kinematics
 from fowm_xarm.limits import WorkspaceLimits
@@ -28,6 +29,13 @@ class PlannerNodeConfig:
     weights_file: str = param("", "weights file to start from; empty: the preset's seeded random init")
     device: str = param("", "torch device (cpu, cuda); empty: the preset's. cuda without a GPU: cpu")
     torch_threads: int = param(1, "torch.set_num_threads (1 leaves cores to the sim and the trainer)")
+    overrides: list[str] = field(
+        default_factory=list,
+        metadata={
+            "doc": "fowm_core preset overrides dotted.key=value ('' entries ignored), e.g."
+            " planner.compile=true; model.* must match the trainer's"
+        },
+    )
     policy: str = param(
         "plan",
         "plan (FOWM planning), prior (the policy network alone, no planning) or random (uniform actions); "
@@ -91,6 +99,8 @@ class PlannerNodeConfig:
             raise ValueError(f"deadline_fallback must be one of {FALLBACKS}, got {self.deadline_fallback!r}")
         if self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        self.overrides = [o for o in self.overrides if o]
+        self.fowm_config()  # the preset and the overrides resolve to a valid fowm_core config
         if not self.control_period > 0:
             raise ValueError(f"control_period must be > 0 s, got {self.control_period}")
         if self.plan_budget < 0:
@@ -106,6 +116,11 @@ class PlannerNodeConfig:
                 raise ValueError(f"{name} must hold x, y, z, got {getattr(self, name)}")
         self.safety_limits()  # validates the safety values (SafetyLimits/WorkspaceLimits raise)
         self.observation_config()  # and the crop
+
+    def fowm_config(self) -> FOWMConfig:
+        """The agent's fowm_core config: the preset, then `overrides` (the device is applied later,
+        when the agent is built, since it depends on what torch sees)."""
+        return load_config(self.preset, parse_overrides(self.overrides))
 
     def observation_config(self) -> ObservationConfig:
         return ObservationConfig(image_size=self.image_size, crop=tuple(self.image_crop) or None)

@@ -8,13 +8,14 @@ with exactly the same agent for the same config and weights.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from fowm_core.agent import FOWMAgent
-from fowm_core.config import load_config
+from fowm_core.config import load_config, parse_overrides
 from fowm_core.runtime import configure_process
 from fowm_core.specs import ObservationSpec
 from fowm_core.weights import WeightsMetadata, load_weights_into, weights_sha256
@@ -47,14 +48,16 @@ def build_agent(
     weights_file: str = "",
     device: str = "",
     torch_threads: int = 1,
+    overrides: Sequence[str] = (),
 ) -> tuple[FOWMAgent, WeightsMetadata | None, str]:
-    """The agent of a preset for observations `keys`, with `weights_file` loaded (validated) if given.
+    """The agent of a preset with dotted `overrides` (key=value) for observations `keys`, with
+    `weights_file` loaded (validated) if given; a non-empty `device` wins over the config's.
     Returns (agent, weights metadata or None, sha256 of the weights file or "")."""
     configure_process(torch_threads)
-    overrides: dict[str, Any] = {}
+    nested: dict[str, Any] = parse_overrides(overrides)
     if device:
-        overrides["device"] = resolve_device(device)
-    cfg = load_config(preset, overrides)
+        nested["device"] = resolve_device(device)
+    cfg = load_config(preset, nested)
     if cfg.device != "cpu":
         cfg.device = resolve_device(cfg.device)
     agent = FOWMAgent(cfg, observation_spec(keys, image_size), ACTION_DIM)

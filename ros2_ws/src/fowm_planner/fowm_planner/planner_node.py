@@ -73,7 +73,8 @@ class PlannerNode(Node):
 
         # -- model and weights -------------------------------------------------------------------
         self.agent, meta, sha = build_agent(
-            cfg.preset, cfg.observation_keys, cfg.image_size, cfg.weights_file, cfg.device, cfg.torch_threads
+            cfg.preset, cfg.observation_keys, cfg.image_size, cfg.weights_file, cfg.device, cfg.torch_threads,
+            cfg.overrides,
         )
         key = None
         if cfg.require_signature:
@@ -129,7 +130,9 @@ class PlannerNode(Node):
         t0 = time.perf_counter()
         warm = warmup(self.agent, self._dummy_observation())
         log.info(
-            f"agent ready: preset={cfg.preset} obs={cfg.observations} device={self.agent.device} "
+            f"agent ready: preset={cfg.preset}"
+            + (f" overrides={cfg.overrides}" if cfg.overrides else "")
+            + f" obs={cfg.observations} device={self.agent.device} "
             f"weights={cfg.weights_file or 'seeded random init'}"
             + (f" ({meta.num_updates} updates)" if meta else "")
             + f", warmup {warm:.2f} s of {time.perf_counter() - t0:.2f} s"

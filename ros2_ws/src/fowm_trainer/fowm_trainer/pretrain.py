@@ -31,13 +31,13 @@ from tqdm import tqdm
 
 from fowm_core.agent import FOWMAgent
 from fowm_core.buffer import EpisodeBuffer
-from fowm_core.config import FOWMConfig, config_to_dict, load_config
+from fowm_core.config import FOWMConfig, config_to_dict, load_config, parse_overrides
 from fowm_core.metrics import MetricsLogger, read_jsonl
 from fowm_core.runtime import configure_process
 from fowm_core.training import pretrain_offline
 from fowm_core.weights import load_checkpoint, save_checkpoint, save_weights
 from fowm_trainer.ingest import ACTION_DIM, BagIngestor, observation_spec, stored_digest
-from fowm_trainer.settings import build_config, observation_config, parse_overrides, read_params_file
+from fowm_trainer.settings import build_config, observation_config, read_params_file
 from fowm_xarm.episode_bag import list_episode_bags
 from fowm_xarm.observation import SIM_CAMERA_CROP
 from fowm_xarm.ros_node import param

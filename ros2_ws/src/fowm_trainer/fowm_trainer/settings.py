@@ -1,5 +1,5 @@
 """Config plumbing shared by fowm-pretrain and the nodes: typed dataclass fields with one-line docs
-that double as ROS parameters, ROS params files read without ROS, preset overrides, and the
+that double as ROS parameters, ROS params files read without ROS, and the
 observation config built from flat parameters.
 """
 
@@ -20,21 +20,6 @@ def param(default: Any, doc: str) -> Any:
     """A config field whose doc becomes the ROS parameter description (scalars; lists use
     field(default_factory=..., metadata={"doc": ...}))."""
     return field(default=default, metadata={"doc": doc})
-
-
-def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """['optim.batch_size=128', 'planner.dtype=float32'] -> nested dict for load_config; values are YAML."""
-    nested: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key:
-            raise ValueError(f"a preset override must look like dotted.key=value, got {item!r}")
-        *parents, leaf = key.strip().split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return nested
 
 
 def observation_config(image_size: int, image_crop: list[int] | tuple[int, ...]) -> ObservationConfig:

@@ -32,14 +32,14 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import UInt8MultiArray
 
-from fowm_core.config import load_config
+from fowm_core.config import load_config, parse_overrides
 from fowm_core.runtime import configure_process
 from fowm_core.weights import load_key_file
 from fowm_trainer.assembler import AssemblerConfig, EpisodeAssembler
 from fowm_trainer.ingest import BagIngestor, observation_spec
 from fowm_trainer.live_feed import LiveEpisodeFeed
 from fowm_trainer.online import OnlineTrainer, SignedWeights, episode_identity
-from fowm_trainer.settings import observation_config, parse_overrides
+from fowm_trainer.settings import observation_config
 from fowm_xarm import topics
 from fowm_xarm.observation import SIM_CAMERA_CROP
 from fowm_xarm.ros_node import declare_config, param, spin_node
