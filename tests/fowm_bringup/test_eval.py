@@ -72,7 +72,7 @@ def test_a_finished_run_is_redone_when_its_preset_file_or_sim_changes(tmp_path, 
     started: list[float] = []
 
     def fake_run_task(task, demo, out):
-        started.append(ev.resolved_config(demo).planner.temperature)
+        started.append(ev.resolved_config(demo, task).planner.temperature)
         return {"task": task, "data_success_rate": 1.0, "updates": 0}
 
     monkeypatch.setattr(ev, "run_task", fake_run_task)

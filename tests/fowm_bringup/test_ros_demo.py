@@ -215,3 +215,21 @@ def test_a_run_that_would_not_fit_on_disk_is_refused_before_any_work(tmp_path, m
     # a small run passes the same check
     monkeypatch.setattr(ros_demo, "run", lambda cfg: ros_demo.check_disk_space(cfg, out))
     assert ros_demo.main(["--out", str(out), "--offline-episodes", "3", "--online-episodes", "1"]) == 0
+
+
+def test_every_path_trains_with_the_presets_section_for_its_task(tmp_path):
+    """make demo writes the task's preset section into the config every node reads, and the
+    in-process runs (make eval, make demo-inprocess) resolve the same config: realtime-cpu fits the
+    reward head to the online rows on lift, not on reach; --set still wins."""
+    from fowm_bringup.demo import DemoConfig, resolved_config
+    from fowm_bringup.ros_demo import RosDemoConfig, write_model_config
+    from fowm_core.config import load_config
+
+    for task, weight in (("reach", 0.0), ("lift", 1.0)):
+        path = tmp_path / f"{task}.yaml"
+        write_model_config(RosDemoConfig(task=task, device="cpu"), path)
+        assert load_config(str(path)).optim.online_reward_weight == weight
+        assert resolved_config(DemoConfig(tasks=("reach", "lift")), task).optim.online_reward_weight == weight
+    forced = RosDemoConfig(task="lift", device="cpu", overrides=("optim.online_reward_weight=0",))
+    write_model_config(forced, tmp_path / "forced.yaml")
+    assert load_config(str(tmp_path / "forced.yaml")).optim.online_reward_weight == 0.0

@@ -95,3 +95,30 @@ def test_unknown_preset_or_missing_file_is_an_error() -> None:
 def test_dataclasses_validate_when_built_directly() -> None:
     with pytest.raises(ValueError, match="temperature"):
         PlannerConfig(temperature=0.0)
+
+
+def test_a_preset_can_set_values_per_task_under_the_overrides(tmp_path) -> None:
+    """realtime-cpu keeps the reward head off the online rows for reach only (its `tasks` section);
+    --set overrides still win; a task without a section, or no task, gets the preset's own values."""
+    import yaml
+
+    tasks = (None, "reach", "push", "lift")
+    weight = {t: load_config("realtime-cpu", task=t).optim.online_reward_weight for t in tasks}
+    assert weight == {None: 0.0, "reach": 0.0, "push": 1.0, "lift": 1.0}
+    overridden = load_config("realtime-cpu", {"optim": {"online_reward_weight": 0.5}}, task="lift")
+    assert overridden.optim.online_reward_weight == 0.5
+    assert "tasks" not in config_to_dict(load_config("realtime-cpu", task="lift"))
+
+    data = {"planner": {"num_samples": 32}, "tasks": {"push": {"planner": {"num_samples": 16}}}}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_config(str(path), task="push").planner.num_samples == 16
+    assert load_config(str(path), task="reach").planner.num_samples == 32
+    # A typo in any task's section fails every load, named with its task.
+    data["tasks"]["lift"] = {"optim": {"online_reward_wieght": 1.0}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="tasks.lift.optim.online_reward_wieght"):
+        load_config(str(path), task="reach")
+    path.write_text(yaml.safe_dump({"tasks": ["push"]}))
+    with pytest.raises(ValueError, match="'tasks' must map task names"):
+        load_config(str(path))

@@ -138,11 +138,13 @@ class ObservationFilter:
         return self._filter(obs), reward, terminated, truncated, info
 
 
-def resolved_config(cfg: DemoConfig):
-    """The fowm_core config a run trains with: the preset, then the overrides, mode and seed."""
+def resolved_config(cfg: DemoConfig, task: str):
+    """The fowm_core config a run on `task` trains with: the preset, its section for the task, then
+    the overrides, mode and seed."""
     from fowm_core.config import load_config, parse_overrides
 
-    return load_config(cfg.preset, {**parse_overrides(cfg.overrides), "mode": cfg.mode, "seed": cfg.seed})
+    overrides = {**parse_overrides(cfg.overrides), "mode": cfg.mode, "seed": cfg.seed}
+    return load_config(cfg.preset, overrides, task=task)
 
 
 def sim_config(task: str, cfg: DemoConfig):
@@ -170,7 +172,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     env = ObservationFilter(sim, cfg.observations)
     obs_spec = env.spec()
     action_dim = sim.action_space.shape[0]
-    fowm_cfg = resolved_config(cfg)
+    fowm_cfg = resolved_config(cfg, task)
     agent = FOWMAgent(fowm_cfg, obs_spec, action_dim)
     agent.warm_up_update()  # optim.compile: compile first, and train eagerly if that fails
     capacity = (cfg.offline_episodes + cfg.online_episodes + 1) * (sim.config.episode_length + 1)

@@ -126,7 +126,7 @@ def run_one(cfg: EvalConfig, task: str, mode: str, seed: int, version: str | Non
     done = out / "result.json"
     identity = {
         "demo_config": asdict(demo),
-        "fowm_config": config_to_dict(resolved_config(demo)),
+        "fowm_config": config_to_dict(resolved_config(demo, task)),
         "sim_config": asdict(sim_config(task, demo)),
         "code_version": code_version() if version is None else version,
     }

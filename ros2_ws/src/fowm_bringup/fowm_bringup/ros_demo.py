@@ -168,8 +168,8 @@ def stage(title: str) -> None:
 
 
 def write_model_config(cfg: RosDemoConfig, path: Path) -> dict[str, Any]:
-    """The preset with --set overrides (and the device) as one YAML file every node reads, so the
-    pretrainer, trainer and planner build the same model."""
+    """The preset with its section for the task, the --set overrides and the device, as one YAML file
+    every node reads, so the pretrainer, trainer and planner build the same model."""
     import yaml
 
     from fowm_core.config import config_to_dict, load_config, parse_overrides
@@ -182,7 +182,7 @@ def write_model_config(cfg: RosDemoConfig, path: Path) -> dict[str, Any]:
             overrides["device"] = "cuda"
     elif cfg.device:
         overrides["device"] = cfg.device
-    data = config_to_dict(load_config(cfg.preset, overrides))
+    data = config_to_dict(load_config(cfg.preset, overrides, task=cfg.task))
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return data
 

@@ -286,9 +286,16 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
     return nested
 
 
-def load_config(preset_or_path: str = "paper", overrides: dict[str, Any] | None = None) -> FOWMConfig:
-    """Build a config from a preset name ("paper", "realtime-cpu") or a YAML path, then apply
-    nested `overrides` such as {"planner": {"dtype": "bfloat16"}}."""
+def load_config(
+    preset_or_path: str = "paper", overrides: dict[str, Any] | None = None, task: str | None = None
+) -> FOWMConfig:
+    """Build a config from a preset name ("paper", "realtime-cpu") or a YAML path, then apply the
+    file's section for `task` if it has one, then nested `overrides` such as {"planner": {"dtype":
+    "bfloat16"}}.
+
+    A config file may hold a top-level `tasks:` mapping, task name -> nested settings (as FOWM's
+    cfgs/tasks/*.yaml over its config.yaml). Every section is validated on every load, so a typo in
+    one task's section fails for all; the built config does not keep the mapping."""
     if preset_or_path in PRESETS:
         path = PRESET_DIR / f"{preset_or_path}.yaml"
     else:
@@ -299,6 +306,15 @@ def load_config(preset_or_path: str = "paper", overrides: dict[str, Any] | None 
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    tasks = data.pop("tasks", None) or {}
+    if not isinstance(tasks, dict) or not all(isinstance(v, dict) for v in tasks.values()):
+        raise ValueError(f"config file {path}: 'tasks' must map task names to settings, got {tasks!r}")
+    if tasks:
+        _build(FOWMConfig, data, prefix="")  # the base first, so its errors are not named after a task
+    for name, section in tasks.items():
+        _build(FOWMConfig, _deep_merge(data, section, prefix=""), prefix=f"tasks.{name}.")
+    if task is not None and task in tasks:
+        data = _deep_merge(data, tasks[task], prefix="")
     if overrides:
         data = _deep_merge(data, overrides, prefix="")
     return _build(FOWMConfig, data, prefix="")
