@@ -233,3 +233,23 @@ def test_every_path_trains_with_the_presets_section_for_its_task(tmp_path):
     forced = RosDemoConfig(task="lift", device="cpu", overrides=("optim.online_reward_weight=0",))
     write_model_config(forced, tmp_path / "forced.yaml")
     assert load_config(str(tmp_path / "forced.yaml")).optim.online_reward_weight == 0.0
+
+
+def test_nodes_given_a_task_resolve_the_presets_section_and_the_graphs_pass_it():
+    """Started on a preset name (not make demo's resolved file), the planner, the trainer and
+    fowm-pretrain apply the preset's section for their `task` parameter, which each graph's task:=
+    argument sets for both nodes alike."""
+    from fowm_bringup.graph import GRAPHS
+    from fowm_planner.config import PlannerNodeConfig
+    from fowm_trainer.pretrain import PretrainConfig
+    from fowm_trainer.trainer_node import TrainerNodeConfig
+
+    for task, weight in (("", 0.0), ("reach", 0.0), ("lift", 1.0)):
+        assert PlannerNodeConfig(task=task).fowm_config().optim.online_reward_weight == weight
+        assert PretrainConfig(bags=["x"], task=task).fowm_config().optim.online_reward_weight == weight
+        assert TrainerNodeConfig(task=task).fowm_config().optim.online_reward_weight == weight
+    for name in ("sim", "planner", "real"):
+        (task_arg,) = [a for a in GRAPHS[name].arguments if a.name == "task"]
+        targets = set(task_arg.targets())
+        assert ("fowm_planner", "task") in targets, name
+        assert name == "planner" or ("fowm_trainer", "task") in targets, name

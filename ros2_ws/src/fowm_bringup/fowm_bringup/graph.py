@@ -117,7 +117,10 @@ PLANNER = Graph(
     nodes=(SIM_NODE, PLANNER_NODE),
     params_file="planner.yaml",
     arguments=(
-        LaunchArgument("task", "reach", "sim task: reach, push or lift", "fowm_sim", "task"),
+        LaunchArgument(
+            "task", "reach", "sim task: reach, push or lift (and the preset's section for it)", "fowm_sim",
+            "task", also=(("fowm_planner", "task"),),
+        ),
         LaunchArgument("seed", "0", "episode n of the sim resets with seed + n", "fowm_sim", "seed"),
         LaunchArgument(
             "sim_clock_mode", "lockstep", "sim: lockstep (a step per command) or realtime",
@@ -239,9 +242,11 @@ CONTROLLER_SPAWNER_NODE = NodeSpec(
 )
 
 
-def _sim_arguments(sim: str = SIM_NODE.name) -> tuple[LaunchArgument, ...]:
+def _sim_arguments(
+    sim: str = SIM_NODE.name, also: tuple[tuple[str, str], ...] = ()
+) -> tuple[LaunchArgument, ...]:
     return (
-        LaunchArgument("task", "reach", "sim task: reach, push or lift", sim, "task"),
+        LaunchArgument("task", "reach", "sim task: reach, push or lift", sim, "task", also=also),
         LaunchArgument("seed", "0", "episode n of the sim resets with seed + n", sim, "seed"),
     )
 
@@ -252,7 +257,7 @@ SIM = Graph(
     nodes=(SIM_NODE, PLANNER_NODE, RECORDER_NODE, TRAINER_NODE),
     params_file="sim.yaml",
     arguments=(
-        *_sim_arguments(),
+        *_sim_arguments(also=(("fowm_planner", "task"), ("fowm_trainer", "task"))),
         LaunchArgument(
             "clock_mode",
             "lockstep",
@@ -349,7 +354,8 @@ REAL = Graph(
     arguments=(
         *_ROBOT_ARGUMENTS,
         LaunchArgument(
-            "task", "push", "task name written into the episode events", "fowm_episode_manager", "task"
+            "task", "push", "task name of the episode events; the preset's section for it applies",
+            "fowm_episode_manager", "task", also=(("fowm_planner", "task"), ("fowm_trainer", "task")),
         ),
         LaunchArgument(
             "episode_length",

@@ -29,6 +29,9 @@ class PlannerNodeConfig:
     weights_file: str = param("", "weights file to start from; empty: the preset's seeded random init")
     device: str = param("", "torch device (cpu, cuda); empty: the preset's. cuda without a GPU: cpu")
     torch_threads: int = param(1, "torch.set_num_threads (1 leaves cores to the sim and the trainer)")
+    task: str = param(
+        "", "task whose section of the preset (its tasks: mapping) applies before the overrides; '': none"
+    )
     overrides: list[str] = field(
         default_factory=list,
         metadata={
@@ -118,9 +121,9 @@ class PlannerNodeConfig:
         self.observation_config()  # and the crop
 
     def fowm_config(self) -> FOWMConfig:
-        """The agent's fowm_core config: the preset, then `overrides` (the device is applied later,
-        when the agent is built, since it depends on what torch sees)."""
-        return load_config(self.preset, parse_overrides(self.overrides))
+        """The agent's fowm_core config: the preset, its section for `task`, then `overrides` (the
+        device is applied later, when the agent is built, since it depends on what torch sees)."""
+        return load_config(self.preset, parse_overrides(self.overrides), task=self.task or None)
 
     def observation_config(self) -> ObservationConfig:
         return ObservationConfig(image_size=self.image_size, crop=tuple(self.image_crop) or None)

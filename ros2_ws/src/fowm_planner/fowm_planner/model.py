@@ -49,15 +49,17 @@ def build_agent(
     device: str = "",
     torch_threads: int = 1,
     overrides: Sequence[str] = (),
+    task: str | None = None,
 ) -> tuple[FOWMAgent, WeightsMetadata | None, str]:
-    """The agent of a preset with dotted `overrides` (key=value) for observations `keys`, with
+    """The agent of a preset (with its section for `task`, if any) and dotted `overrides` (key=value)
+    for observations `keys`, with
     `weights_file` loaded (validated) if given; a non-empty `device` wins over the config's.
     Returns (agent, weights metadata or None, sha256 of the weights file or "")."""
     configure_process(torch_threads)
     nested: dict[str, Any] = parse_overrides(overrides)
     if device:
         nested["device"] = resolve_device(device)
-    cfg = load_config(preset, nested)
+    cfg = load_config(preset, nested, task=task)
     if cfg.device != "cpu":
         cfg.device = resolve_device(cfg.device)
     agent = FOWMAgent(cfg, observation_spec(keys, image_size), ACTION_DIM)

@@ -74,7 +74,7 @@ class PlannerNode(Node):
         # -- model and weights -------------------------------------------------------------------
         self.agent, meta, sha = build_agent(
             cfg.preset, cfg.observation_keys, cfg.image_size, cfg.weights_file, cfg.device, cfg.torch_threads,
-            cfg.overrides,
+            cfg.overrides, cfg.task or None,
         )
         key = None
         if cfg.require_signature:
@@ -131,6 +131,7 @@ class PlannerNode(Node):
         warm = warmup(self.agent, self._dummy_observation())
         log.info(
             f"agent ready: preset={cfg.preset}"
+            + (f" task={cfg.task}" if cfg.task else "")
             + (f" overrides={cfg.overrides}" if cfg.overrides else "")
             + f" obs={cfg.observations} device={self.agent.device} "
             f"weights={cfg.weights_file or 'seeded random init'}"

@@ -64,6 +64,9 @@ class PretrainConfig:
         default_factory=list,
         metadata={"doc": "preset overrides as dotted.key=value, e.g. optim.batch_size=128"},
     )
+    task: str = param(
+        "", "task whose section of the preset (its tasks: mapping) applies before the overrides; '': none"
+    )
     updates: int = param(0, "gradient updates in total (0: the preset's schedule.offline_updates)")
     checkpoint_every: int = param(500, "updates between checkpoints")
     log_every: int = param(50, "updates averaged into one logged point of every loss")
@@ -92,10 +95,10 @@ class PretrainConfig:
         if self.threads < 1:
             raise ValueError(f"PretrainConfig.threads must be >= 1, got {self.threads}")
         observation_config(self.image_size, self.image_crop)  # fail early on a bad crop
-        parse_overrides(self.overrides)
+        self.fowm_config()  # fail early on a bad preset, task section or override
 
     def fowm_config(self) -> FOWMConfig:
-        return load_config(self.preset, parse_overrides(self.overrides))
+        return load_config(self.preset, parse_overrides(self.overrides), task=self.task or None)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:

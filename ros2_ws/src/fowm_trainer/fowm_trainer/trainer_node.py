@@ -32,7 +32,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import UInt8MultiArray
 
-from fowm_core.config import load_config, parse_overrides
+from fowm_core.config import FOWMConfig, load_config, parse_overrides
 from fowm_core.runtime import configure_process
 from fowm_core.weights import load_key_file
 from fowm_trainer.assembler import AssemblerConfig, EpisodeAssembler
@@ -55,6 +55,9 @@ class TrainerNodeConfig:
 
     preset: str = param(
         "realtime-cpu", "fowm_core preset (paper, realtime-cpu) or a YAML path; as the planner's"
+    )
+    task: str = param(
+        "", "task whose section of the preset (its tasks: mapping) applies before the overrides; '': none"
     )
     overrides: list[str] = field(
         default_factory=list,
@@ -91,7 +94,7 @@ class TrainerNodeConfig:
     def __post_init__(self) -> None:
         self.overrides = [o for o in self.overrides if o]
         self.offline_dirs = [d for d in self.offline_dirs if d]
-        parse_overrides(self.overrides)
+        self.fowm_config()  # fail early on a bad preset, task section or override
         observation_config(self.image_size, self.image_crop)
         if self.checkpoint_every < 1 or self.online_capacity < 16 or self.threads < 1:
             raise ValueError("checkpoint_every and threads must be >= 1 and online_capacity >= 16")
@@ -105,6 +108,10 @@ class TrainerNodeConfig:
         if not self.online_dir and not self.live_topics:
             raise ValueError("no online source: set online_dir and/or live_topics")
 
+    def fowm_config(self) -> FOWMConfig:
+        """The preset, its section for `task`, then `overrides` (as the planner's)."""
+        return load_config(self.preset, parse_overrides(self.overrides), task=self.task or None)
+
 
 class TrainerNode(Node):
     """See the module docstring."""
@@ -114,7 +121,7 @@ class TrainerNode(Node):
         self.config = cfg = declare_config(self, TrainerNodeConfig)
         log = self.get_logger()
         configure_process(cfg.threads)
-        fowm_cfg = load_config(cfg.preset, parse_overrides(cfg.overrides))
+        fowm_cfg = cfg.fowm_config()
         obs_cfg = observation_config(cfg.image_size, cfg.image_crop)
         self.key = load_key_file(cfg.key_file) if cfg.key_file else None
         if self.key is None:
