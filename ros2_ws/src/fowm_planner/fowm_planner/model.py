@@ -52,8 +52,8 @@ def build_agent(
     task: str | None = None,
 ) -> tuple[FOWMAgent, WeightsMetadata | None, str]:
     """The agent of a preset (with its section for `task`, if any) and dotted `overrides` (key=value)
-    for observations `keys`, with
-    `weights_file` loaded (validated) if given; a non-empty `device` wins over the config's.
+    for observations `keys`, with `weights_file` loaded (validated) if given; a non-empty `device`
+    wins over the config's.
     Returns (agent, weights metadata or None, sha256 of the weights file or "")."""
     configure_process(torch_threads)
     nested: dict[str, Any] = parse_overrides(overrides)
