@@ -290,8 +290,8 @@ def load_config(
     preset_or_path: str = "paper", overrides: dict[str, Any] | None = None, task: str | None = None
 ) -> FOWMConfig:
     """Build a config from a preset name ("paper", "realtime-cpu") or a YAML path, then apply the
-    file's section for `task` if it has one, then nested `overrides` such as {"planner": {"dtype":
-    "bfloat16"}}.
+    file's section for `task` if it has one (None or "": none), then nested `overrides` such as
+    {"planner": {"dtype": "bfloat16"}}.
 
     A config file may hold a top-level `tasks:` mapping, task name -> nested settings (as FOWM's
     cfgs/tasks/*.yaml over its config.yaml). Every section is validated on every load, so a typo in
@@ -313,7 +313,7 @@ def load_config(
         _build(FOWMConfig, data, prefix="")  # the base first, so its errors are not named after a task
     for name, section in tasks.items():
         _build(FOWMConfig, _deep_merge(data, section, prefix=""), prefix=f"tasks.{name}.")
-    if task is not None and task in tasks:
+    if task and task in tasks:
         data = _deep_merge(data, tasks[task], prefix="")
     if overrides:
         data = _deep_merge(data, overrides, prefix="")

@@ -123,7 +123,7 @@ class PlannerNodeConfig:
     def fowm_config(self) -> FOWMConfig:
         """The agent's fowm_core config: the preset, its section for `task`, then `overrides` (the
         device is applied later, when the agent is built, since it depends on what torch sees)."""
-        return load_config(self.preset, parse_overrides(self.overrides), task=self.task or None)
+        return load_config(self.preset, parse_overrides(self.overrides), task=self.task)
 
     def observation_config(self) -> ObservationConfig:
         return ObservationConfig(image_size=self.image_size, crop=tuple(self.image_crop) or None)

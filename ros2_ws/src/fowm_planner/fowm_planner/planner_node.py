@@ -74,7 +74,7 @@ class PlannerNode(Node):
         # -- model and weights -------------------------------------------------------------------
         self.agent, meta, sha = build_agent(
             cfg.preset, cfg.observation_keys, cfg.image_size, cfg.weights_file, cfg.device, cfg.torch_threads,
-            cfg.overrides, cfg.task or None,
+            cfg.overrides, cfg.task,
         )
         key = None
         if cfg.require_signature:

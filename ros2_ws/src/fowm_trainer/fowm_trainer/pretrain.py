@@ -98,7 +98,7 @@ class PretrainConfig:
         self.fowm_config()  # fail early on a bad preset, task section or override
 
     def fowm_config(self) -> FOWMConfig:
-        return load_config(self.preset, parse_overrides(self.overrides), task=self.task or None)
+        return load_config(self.preset, parse_overrides(self.overrides), task=self.task)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -110,7 +110,7 @@ class TrainerNodeConfig:
 
     def fowm_config(self) -> FOWMConfig:
         """The preset, its section for `task`, then `overrides` (as the planner's)."""
-        return load_config(self.preset, parse_overrides(self.overrides), task=self.task or None)
+        return load_config(self.preset, parse_overrides(self.overrides), task=self.task)
 
 
 class TrainerNode(Node):
