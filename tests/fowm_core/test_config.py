@@ -99,7 +99,8 @@ def test_dataclasses_validate_when_built_directly() -> None:
 
 def test_a_preset_can_set_values_per_task_under_the_overrides(tmp_path) -> None:
     """realtime-cpu keeps the reward head off the online rows for reach only (its `tasks` section);
-    --set overrides still win; a task without a section, or no task, gets the preset's own values."""
+    --set overrides still win; no task gets the preset's own values, and a task the file's `tasks`
+    do not list (a misspelt one) is refused, naming the tasks it has."""
     import yaml
 
     tasks = (None, "reach", "push", "lift")
@@ -113,7 +114,14 @@ def test_a_preset_can_set_values_per_task_under_the_overrides(tmp_path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(data))
     assert load_config(str(path), task="push").planner.num_samples == 16
-    assert load_config(str(path), task="reach").planner.num_samples == 32
+    assert load_config(str(path), task="").planner.num_samples == 32
+    with pytest.raises(ValueError, match="no section for task 'reach' \\(its tasks: push\\)"):
+        load_config(str(path), task="reach")
+    with pytest.raises(ValueError, match="no section for task 'pussh'"):
+        load_config("realtime-cpu", task="pussh")
+    path.write_text(yaml.safe_dump({"planner": {"num_samples": 32}}))  # no tasks: any task, base values
+    assert load_config(str(path), task="stack").planner.num_samples == 32
+    path.write_text(yaml.safe_dump(data))
     # A typo in any task's section fails every load, named with its task.
     data["tasks"]["lift"] = {"optim": {"online_reward_wieght": 1.0}}
     path.write_text(yaml.safe_dump(data))

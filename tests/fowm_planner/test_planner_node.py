@@ -371,7 +371,8 @@ def _get_parameters(node, names: list[str]) -> list:
 
 def test_preset_overrides_parameter_shapes_the_agent(ros_node, ros_processes, tmp_path):
     """`overrides` as a ROS string-array parameter: a planner given model.mlp_dim=128 starts from
-    weights trained at that width and commands; one with an unknown key exits at startup naming it."""
+    weights trained at that width and commands; one with an unknown key, or a task the preset does
+    not list, exits at startup naming it."""
     from fowm_core.weights import save_weights
     from fowm_planner.model import build_agent
 
@@ -382,6 +383,7 @@ def test_preset_overrides_parameter_shapes_the_agent(ros_node, ros_processes, tm
     listener = Listener(ros_node, q)
     SyntheticSensors(ros_node, q)
     bad = _start_planner(ros_processes, "overrides:=[model.nope=1]", name="bad")
+    misspelt = _start_planner(ros_processes, "task:=pussh", name="misspelt")
     _start_planner(
         ros_processes, f"control_period:={PERIOD}", "require_signature:=false",
         f"weights_file:={weights}", f"overrides:=[{','.join(overrides)}]",
@@ -390,6 +392,8 @@ def test_preset_overrides_parameter_shapes_the_agent(ros_node, ros_processes, tm
     assert f"overrides={overrides}" in ros_processes.log("planner")
     assert bad.wait(timeout=60) != 0
     assert "model.nope" in ros_processes.log("bad")
+    assert misspelt.wait(timeout=60) != 0
+    assert "no section for task 'pussh'" in ros_processes.log("misspelt")
 
 
 def test_signed_weight_updates_and_estop(ros_node, ros_processes, tmp_path):

@@ -290,12 +290,14 @@ def load_config(
     preset_or_path: str = "paper", overrides: dict[str, Any] | None = None, task: str | None = None
 ) -> FOWMConfig:
     """Build a config from a preset name ("paper", "realtime-cpu") or a YAML path, then apply the
-    file's section for `task` if it has one (None or "": none), then nested `overrides` such as
+    file's section for `task` (None or "": none), then nested `overrides` such as
     {"planner": {"dtype": "bfloat16"}}.
 
     A config file may hold a top-level `tasks:` mapping, task name -> nested settings (as FOWM's
     cfgs/tasks/*.yaml over its config.yaml). Every section is validated on every load, so a typo in
-    one task's section fails for all; the built config does not keep the mapping."""
+    one task's section fails for all; a file with a `tasks:` mapping refuses a task it does not
+    list (a misspelt task would otherwise silently get the base settings); a file without one
+    takes any task. The built config does not keep the mapping."""
     if preset_or_path in PRESETS:
         path = PRESET_DIR / f"{preset_or_path}.yaml"
     else:
@@ -313,7 +315,13 @@ def load_config(
         _build(FOWMConfig, data, prefix="")  # the base first, so its errors are not named after a task
     for name, section in tasks.items():
         _build(FOWMConfig, _deep_merge(data, section, prefix=""), prefix=f"tasks.{name}.")
-    if task and task in tasks:
+    if task and tasks:
+        if task not in tasks:
+            raise ValueError(
+                f"config {preset_or_path!r} has no section for task {task!r} (its tasks: "
+                f"{', '.join(sorted(tasks))}); add one (an empty mapping keeps the base settings) or "
+                "name no task"
+            )
         data = _deep_merge(data, tasks[task], prefix="")
     if overrides:
         data = _deep_merge(data, overrides, prefix="")
