@@ -147,3 +147,33 @@ def test_compiled_pretraining_resumes_exactly(dataset, tmp_path):
     want, got = _tensors(reference / "weights.safetensors"), _tensors(resumed / "weights.safetensors")
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=0, msg=name)
+
+
+def test_online_trainer_starts_from_the_pretraining_checkpoint(reference):
+    """The trainer node's init_checkpoint: fowm-pretrain's weights with its Adam moments and update
+    count (the official online phase continues its offline agent), or the weights with new
+    optimisers under schedule.fresh_online_optimisers; init_weights must hold the same model."""
+    from fowm_core.config import load_config, parse_overrides
+    from fowm_trainer.ingest import observation_spec
+    from fowm_trainer.online import OnlineTrainer
+    from fowm_xarm.observation import ObservationConfig
+
+    out, _ = reference
+    saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["training_state"]
+    spec = observation_spec(ObservationConfig(image_size=48, crop=None))
+    for fresh in (False, True):
+        overrides = [*TINY, "optim.compile=false", f"schedule.fresh_online_optimisers={str(fresh).lower()}"]
+        cfg = load_config("realtime-cpu", parse_overrides(overrides))
+        trainer = OnlineTrainer(cfg, spec, [], online_capacity=100)
+        assert trainer.load_pretrained(out / "checkpoint.pt") is not fresh
+        assert trainer.agent.num_updates == UPDATES
+        trainer.check_weights_equal(out / "weights.safetensors")  # what the planner starts from
+        moments = trainer.agent.model_optim.state_dict()["state"]
+        if fresh:
+            assert moments == {}
+        else:
+            assert torch.equal(moments[0]["exp_avg"], saved["model_optim"]["state"][0]["exp_avg"])
+            assert moments[0]["exp_avg"].abs().sum() > 0
+    untrained = OnlineTrainer(cfg, spec, [], online_capacity=100)
+    with pytest.raises(ValueError, match="hold different weights"):
+        untrained.check_weights_equal(out / "weights.safetensors")

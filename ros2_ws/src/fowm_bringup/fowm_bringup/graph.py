@@ -296,6 +296,14 @@ SIM = Graph(
             also=(("fowm_trainer", "init_weights"),),
         ),
         LaunchArgument(
+            "pretrain_checkpoint",
+            "''",
+            "fowm-pretrain's checkpoint.pt of weights_file: the trainer also resumes its Adam state "
+            "(the official online phase); '': new optimisers",
+            "fowm_trainer",
+            "init_checkpoint",
+        ),
+        LaunchArgument(
             "key_file",
             "''",
             "HMAC key file (fowm-keygen) signing weight pushes; '': unsigned (sim only)",
@@ -387,6 +395,14 @@ REAL = Graph(
             "fowm_planner",
             "weights_file",
             also=(("fowm_trainer", "init_weights"),),
+        ),
+        LaunchArgument(
+            "pretrain_checkpoint",
+            "''",
+            "fowm-pretrain's checkpoint.pt of weights_file: the trainer also resumes its Adam state "
+            "(the official online phase); '': new optimisers",
+            "fowm_trainer",
+            "init_checkpoint",
         ),
         LaunchArgument(
             "key_file",

@@ -206,10 +206,16 @@ def planner_parameters(layout: Layout, weights: Path, **extra: Any) -> dict[str,
 
 
 def trainer_parameters(layout: Layout, weights: Path) -> dict[str, Any]:
-    """The trainer node's parameters (fowm_trainer.trainer_node.TrainerNodeConfig) for this run."""
+    """The trainer node's parameters (fowm_trainer.trainer_node.TrainerNodeConfig) for this run: it
+    starts from fowm-pretrain's checkpoint of `weights` (their Adam state too, unless the config's
+    schedule.fresh_online_optimisers), as the official code continues its offline agent."""
+    from fowm_trainer.pretrain import CHECKPOINT
+
+    checkpoint = weights.parent / CHECKPOINT
     return {
         "preset": str(layout.config), "offline_dirs": [str(layout.offline_bags)],
         "online_dir": str(layout.online_bags), "init_weights": str(weights), "key_file": str(layout.key),
+        "init_checkpoint": str(checkpoint) if checkpoint.is_file() else "",
         "checkpoint": str(layout.trainer / "checkpoint.pt"), "planner_node": f"/{PLANNER}",
         "push_every": 0, "scan_period": 0.5, "threads": 1,
     }  # fmt: skip

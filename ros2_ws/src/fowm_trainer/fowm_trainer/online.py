@@ -31,6 +31,7 @@ from fowm_core.config import FOWMConfig
 from fowm_core.specs import ObservationSpec
 from fowm_core.weights import (
     load_checkpoint,
+    load_weights,
     load_weights_into,
     save_checkpoint,
     sign_weights,
@@ -155,9 +156,36 @@ class OnlineTrainer:
             self._known = set(self.ingested)
 
     def load_weights(self, path: str | Path) -> None:
-        """Start from pretrained weights (e.g. fowm-pretrain's weights.safetensors)."""
+        """Start from pretrained weights (e.g. fowm-pretrain's weights.safetensors): new Adam
+        optimisers, update count 0."""
         with self.lock:
             load_weights_into(self.agent, path)
+
+    def load_pretrained(self, path: str | Path) -> bool:
+        """Start from fowm-pretrain's checkpoint: its weights, update count and random streams, and
+        its Adam optimisers unless the config's `schedule.fresh_online_optimisers` asks for new ones
+        (the official code's online phase continues its offline agent, optimisers included). The
+        checkpoint's offline buffer is not taken (the offline bags fill this trainer's). Returns
+        whether the optimisers were resumed."""
+        resume = not self.cfg.schedule.fresh_online_optimisers
+        with self.lock:
+            load_checkpoint(path, self.agent)
+            if not resume:
+                self.agent.reset_optimisers()
+        return resume
+
+    def check_weights_equal(self, path: str | Path) -> None:
+        """ValueError unless the weights file `path` holds exactly this trainer's weights (the
+        planner starts from init_weights while the trainer starts from init_checkpoint: they must
+        be one model)."""
+        theirs, own = load_weights(path).tensors, self.agent.get_weights()
+        differ = sorted(k for k in set(theirs) | set(own) if k not in theirs or k not in own
+                        or not torch.equal(theirs[k], own[k]))  # fmt: skip
+        if differ:
+            raise ValueError(
+                f"init_weights {path} and init_checkpoint hold different weights ({len(differ)} tensors "
+                f"differ, e.g. {differ[0]}): give the weights.safetensors written with that checkpoint"
+            )
 
 
 class _Snapshot:

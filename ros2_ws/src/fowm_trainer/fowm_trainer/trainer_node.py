@@ -69,6 +69,12 @@ class TrainerNodeConfig:
     online_dir: str = param("data/online", "directory the recorder writes online episode bags to ('' = none)")
     live_topics: bool = param(False, "also assemble online episodes from the live contract topics")
     init_weights: str = param("", "weights to start from, e.g. fowm-pretrain's weights.safetensors")
+    init_checkpoint: str = param(
+        "",
+        "fowm-pretrain's checkpoint.pt to start from: its weights and (unless the config's "
+        "schedule.fresh_online_optimisers) its Adam state, as the official code continues its offline "
+        "agent; init_weights, if also set, must hold the same weights",
+    )
     checkpoint: str = param("artifacts/trainer/checkpoint.pt", "checkpoint written on exit and resumed from")
     checkpoint_every: int = param(200, "updates between periodic checkpoints (also after each new episode)")
     online_capacity: int = param(20000, "steps kept in the online buffer (memory bound; oldest evicted)")
@@ -143,9 +149,17 @@ class TrainerNode(Node):
                 f"{self.trainer.agent.num_updates} updates, {self.trainer.budget} owed, "
                 f"version {self.trainer.version}"
             )
+        elif cfg.init_checkpoint:
+            resumed = self.trainer.load_pretrained(cfg.init_checkpoint)
+            if cfg.init_weights:
+                self.trainer.check_weights_equal(cfg.init_weights)
+            log.info(
+                f"initial weights from {cfg.init_checkpoint} (update {self.trainer.agent.num_updates}), "
+                + ("its Adam state resumed" if resumed else "new Adam optimisers (fresh_online_optimisers)")
+            )
         elif cfg.init_weights:
             self.trainer.load_weights(cfg.init_weights)
-            log.info(f"initial weights from {cfg.init_weights}")
+            log.info(f"initial weights from {cfg.init_weights}, new Adam optimisers (no init_checkpoint)")
         self.ingestor = BagIngestor(obs_cfg, require_checksum=cfg.require_checksum)
         self.ingestor.ingested = dict.fromkeys(self.trainer.ingested, "checkpoint")
         log.info(
