@@ -147,7 +147,7 @@ def test_short_ros_pipeline_finetunes_through_the_nodes_and_survives_the_trainer
     online, kill_after = 4, 3  # the trainer is SIGKILLed as the third online episode ends
     summary = run_demo(
         out, "--offline-episodes", "3", "--offline-updates", "20", "--online-episodes", str(online),
-        "--eval-episodes", str(EVAL_EPISODES), "--kill-trainer-after", str(kill_after),
+        "--eval-episodes", str(EVAL_EPISODES), "--kill-trainer-after", str(kill_after), "--resume-optimisers",
     )  # fmt: skip
 
     # Every stage left its artefacts.
@@ -186,7 +186,10 @@ def test_short_ros_pipeline_finetunes_through_the_nodes_and_survives_the_trainer
     # The finetuned evaluation ran the weights the planner ended with, as the trainer pushed them.
     final = out / "weights.safetensors"
     assert weights_sha256(final.read_bytes()) == summary["online"]["final_model_sha256"]
-    assert load_weights(final).metadata.num_updates >= last * 25  # 25 online updates per episode
+    # The trainer went on from fowm-pretrain's checkpoint (--resume-optimisers): its 20 updates, then 25
+    # online updates per episode, with the pretraining's Adam state.
+    assert load_weights(final).metadata.num_updates == 20 + last * 25
+    assert "(update 20), its Adam state resumed" in (out / "logs" / "online" / "fowm_trainer.log").read_text()
 
     # No bag was ingested twice, only recorded bags were, and every bag whose weights reached the
     # planner is in the trainer's checkpoint ledger (content identities).

@@ -177,3 +177,6 @@ def test_online_trainer_starts_from_the_pretraining_checkpoint(reference):
     untrained = OnlineTrainer(cfg, spec, [], online_capacity=100)
     with pytest.raises(ValueError, match="hold different weights"):
         untrained.check_weights_equal(out / "weights.safetensors")
+    untrained.load_weights(out / "weights.safetensors")  # init_weights alone: the weights, new optimisers
+    untrained.check_weights_equal(out / "weights.safetensors")
+    assert untrained.agent.num_updates == 0 and untrained.agent.model_optim.state_dict()["state"] == {}
