@@ -251,6 +251,17 @@ def _sim_arguments(
     )
 
 
+# The trainer's start from fowm-pretrain's checkpoint, in the graphs that train online (sim, real).
+PRETRAIN_CHECKPOINT_ARG = LaunchArgument(
+    "pretrain_checkpoint",
+    "''",
+    "fowm-pretrain's checkpoint.pt of weights_file: the trainer also resumes its Adam state "
+    "(the official online phase); '': new optimisers",
+    "fowm_trainer",
+    "init_checkpoint",
+)
+
+
 SIM = Graph(
     name="sim",
     doc="The whole loop in MuJoCo: sim node + planner + recorder + online trainer (lockstep by default).",
@@ -295,14 +306,7 @@ SIM = Graph(
             "weights_file",
             also=(("fowm_trainer", "init_weights"),),
         ),
-        LaunchArgument(
-            "pretrain_checkpoint",
-            "''",
-            "fowm-pretrain's checkpoint.pt of weights_file: the trainer also resumes its Adam state "
-            "(the official online phase); '': new optimisers",
-            "fowm_trainer",
-            "init_checkpoint",
-        ),
+        PRETRAIN_CHECKPOINT_ARG,
         LaunchArgument(
             "key_file",
             "''",
@@ -396,14 +400,7 @@ REAL = Graph(
             "weights_file",
             also=(("fowm_trainer", "init_weights"),),
         ),
-        LaunchArgument(
-            "pretrain_checkpoint",
-            "''",
-            "fowm-pretrain's checkpoint.pt of weights_file: the trainer also resumes its Adam state "
-            "(the official online phase); '': new optimisers",
-            "fowm_trainer",
-            "init_checkpoint",
-        ),
+        PRETRAIN_CHECKPOINT_ARG,
         LaunchArgument(
             "key_file",
             "/etc/fowm/weights.key",
