@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fowm_bringup.probe import POSITIONS, main, ridge_probe
+from fowm_bringup.probe import POSITIONS, Rollouts, main, progress_steps, ridge_probe
 from fowm_core.agent import FOWMAgent
 from fowm_core.config import config_to_dict, load_config
 from fowm_core.weights import save_weights
@@ -57,6 +57,20 @@ def test_ridge_probe_needs_layouts_on_both_sides():
         ridge_probe(targets, targets, groups)
 
 
+def test_progress_steps_are_where_the_task_comes_closer_within_a_layout():
+    """Push: steps after which the cube is >= 1 cm nearer the goal; the TCP's moves do not count, and
+    an episode's last step (no next state) is never one."""
+    cube_x = np.array([0.30, 0.28, 0.28, 0.20, 0.40, 0.35])  # goal at x = 0.1, y = 0
+    layout = np.array([0, 0, 0, 0, 1, 1])
+    positions = np.zeros((6, len(POSITIONS)))
+    positions[:, POSITIONS.index("cube_x")] = cube_x
+    positions[:, POSITIONS.index("goal_x")] = 0.1
+    positions[:, POSITIONS.index("tcp_x")] = np.arange(6)  # the TCP moves a lot: irrelevant for push
+    empty = np.zeros((6, 0))
+    data = Rollouts(rgb=empty, state=empty, positions=positions, layout=layout, reward=empty, action=empty)
+    assert progress_steps("push", data).tolist() == [True, False, True, False, True, False]
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A make demo output's layout: its config and (untrained) weights."""
@@ -85,10 +99,14 @@ def test_probe_of_a_demo_run_on_the_sim(run_dir, tmp_path, capsys):
         assert all(np.isfinite(scores["r2"][n]) for n in ("cube_x", "cube_y", "goal_x", "goal_y"))
         assert scores["r2"]["cube_z"] is None  # the cube rests on the table: not scored
         assert np.isfinite(scores["reward"]["r2"])
+        every = scores["values_all_steps"]
+        assert every["steps"] == 8 * 25  # every step of the 8 expert episodes
+        assert all(np.isfinite(every[k]) for k in ("v", "q_expert", "q_policy", "q_still"))
+        assert 0 <= scores["values_progress_steps"]["steps"] < every["steps"]
     # the untrained weights are the fresh model of the same config and seed: the same scores
     assert res["pretrained"]["r2"] == res["random init"]["r2"]
     table = capsys.readouterr().out
-    assert "| pretrained |" in table and "goal_y" in table
+    assert "| pretrained |" in table and "goal_y" in table and "Q(still)" in table
 
 
 def test_probe_refuses_a_directory_without_weights(tmp_path, capsys):

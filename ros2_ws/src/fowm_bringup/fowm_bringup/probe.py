@@ -25,6 +25,7 @@ import numpy as np
 
 SEED_BASE = 50_000  # disjoint from data (0..), online (1_000..) and evaluation (10_000..) seeds
 POSITIONS = tuple(f"{body}_{axis}" for body in ("tcp", "cube", "goal") for axis in "xyz")
+PROGRESS_MIN_M = 0.01  # a step that brings the task this much closer to done is a progress step
 MIN_TARGET_STD_M = 5e-3  # a position that varies less than this over the test layouts is not scored
 
 
@@ -72,6 +73,23 @@ def collect(task: str, layouts: int, noise: float | None = None, progress: bool 
     return Rollouts(**{k: np.asarray(v) for k, v in rows.items()})
 
 
+def layout_split(groups: np.ndarray, train_fraction: float = 0.75) -> np.ndarray:
+    """Mask of the rows of the first `train_fraction` of the groups (layouts): the probe's fit."""
+    ids = np.unique(groups)
+    n_train = round(train_fraction * len(ids))
+    if not 0 < n_train < len(ids):
+        raise ValueError(f"need groups on both sides of the split, got {len(ids)} groups")
+    return np.isin(groups, ids[:n_train])
+
+
+def fit_ridge(features: np.ndarray, targets: np.ndarray, train: np.ndarray, l2: float = 1e-2):
+    """A ridge regression (with a bias) of targets on features over the `train` rows: a function
+    features -> predicted targets."""
+    x = np.c_[features[train].astype(np.float64), np.ones(int(train.sum()))]
+    w = np.linalg.solve(x.T @ x + l2 * np.eye(x.shape[1]), x.T @ targets[train])
+    return lambda f: np.c_[f.astype(np.float64), np.ones(len(f))] @ w
+
+
 def ridge_probe(
     features: np.ndarray,
     targets: np.ndarray,
@@ -82,14 +100,8 @@ def ridge_probe(
     """Fit targets ~ features (ridge, with a bias) on the first `train_fraction` of the groups, score
     on the rest. Returns (R^2, RMSE) per target column; R^2 is NaN for a column that is constant on
     the test groups."""
-    ids = np.unique(groups)
-    n_train = round(train_fraction * len(ids))
-    if not 0 < n_train < len(ids):
-        raise ValueError(f"need groups on both sides of the split, got {len(ids)} groups")
-    train = np.isin(groups, ids[:n_train])
-    x = np.c_[features.astype(np.float64), np.ones(len(features))]
-    w = np.linalg.solve(x[train].T @ x[train] + l2 * np.eye(x.shape[1]), x[train].T @ targets[train])
-    pred, true = x[~train] @ w, targets[~train]
+    train = layout_split(groups, train_fraction)
+    pred, true = fit_ridge(features, targets, train, l2)(features[~train]), targets[~train]
     sse = ((pred - true) ** 2).sum(0)
     var = ((true - true.mean(0)) ** 2).sum(0)
     std = true.std(0)
@@ -107,9 +119,11 @@ def reward_fit(pred: np.ndarray, true: np.ndarray) -> dict[str, float | None]:
     }
 
 
-def latent_and_reward(config: str, weights: str, task: str, data: Rollouts) -> tuple[np.ndarray, np.ndarray]:
-    """The latent of every observation and the reward head's prediction for its action, with
-    `weights` (a fresh model of `config` for "")."""
+def model_outputs(config: str, weights: str, task: str, data: Rollouts) -> dict[str, np.ndarray]:
+    """Per step, with `weights` (a fresh model of `config` for ""): the latent "z", the reward head's
+    prediction for the expert's action "reward", V(z) "v", and the Q-ensemble's minimum over all
+    members for the expert's action "q_expert", the policy network's "q_policy" and standing still
+    "q_still" (no TCP motion, the expert's gripper command)."""
     import torch
 
     from fowm_planner.model import build_agent
@@ -118,28 +132,75 @@ def latent_and_reward(config: str, weights: str, task: str, data: Rollouts) -> t
     agent, _, _ = build_agent(
         config, (RGB_KEY, STATE_KEY), data.rgb.shape[-1], weights_file=weights, task=task
     )
-    agent.model.eval()
-    zs, rs = [], []
+    m = agent.model.eval()
+    out: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("z", "reward", "v", "q_expert", "q_policy", "q_still")
+    }
     with torch.inference_mode():
         for sl in np.array_split(np.arange(len(data.rgb)), max(1, len(data.rgb) // 256)):
             obs = {RGB_KEY: torch.as_tensor(data.rgb[sl]), STATE_KEY: torch.as_tensor(data.state[sl])}
-            z = agent.model.encode({k: v.to(agent.device) for k, v in obs.items()})
-            r = agent.model.reward(z, torch.as_tensor(data.action[sl]).to(agent.device, z.dtype))
-            zs.append(z.float().cpu().numpy())
-            rs.append(r.float().squeeze(-1).cpu().numpy())
-    return np.concatenate(zs), np.concatenate(rs)
+            z = m.encode({k: v.to(agent.device) for k, v in obs.items()})
+            expert = torch.as_tensor(data.action[sl]).to(agent.device, z.dtype)
+            still = expert.clone()
+            still[:, :3] = 0
+            outputs = {
+                "z": z, "reward": m.reward(z, expert), "v": m.v(z),
+                "q_expert": m.q_all(z, expert).amin(0), "q_policy": m.q_all(z, m.pi(z)).amin(0),
+                "q_still": m.q_all(z, still).amin(0),
+            }  # fmt: skip
+            for k, v in outputs.items():
+                arr = v.float().cpu().numpy()
+                out[k].append(arr if k == "z" else arr.reshape(len(sl)))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def task_distance(task: str, positions: np.ndarray) -> np.ndarray:
+    """Per step, how far the task is from done (m), from the positions: reach the TCP to the goal,
+    push the cube to the goal in the table plane, lift the cube's height below the lift's."""
+    p = {name: positions[:, i] for i, name in enumerate(POSITIONS)}
+    if task == "reach":
+        return np.sqrt(sum((p[f"tcp_{a}"] - p[f"goal_{a}"]) ** 2 for a in "xyz"))
+    if task == "push":
+        return np.hypot(p["cube_x"] - p["goal_x"], p["cube_y"] - p["goal_y"])
+    return -p["cube_z"]  # lift: higher is closer
+
+
+def progress_steps(task: str, data: Rollouts, min_gain_m: float = PROGRESS_MIN_M) -> np.ndarray:
+    """Steps whose action brought the task at least `min_gain_m` closer to done (in push, the steps
+    that moved the cube towards the goal): where an action's worth shows. The last step of an
+    episode (no next state recorded) is not one."""
+    dist = task_distance(task, data.positions)
+    gain = np.full(len(dist), -np.inf)
+    same = data.layout[1:] == data.layout[:-1]
+    gain[:-1][same] = dist[:-1][same] - dist[1:][same]
+    return gain >= min_gain_m
+
+
+def action_values(out: dict[str, np.ndarray], steps: np.ndarray) -> dict[str, float | None]:
+    """Mean V and Q (expert's action, policy's, standing still) over `steps`, and the share of them
+    on which the expert's action is valued above standing still."""
+    if not steps.any():
+        return {"steps": 0}
+    res: dict[str, float | None] = {"steps": int(steps.sum())}
+    res |= {k: float(out[k][steps].mean()) for k in ("v", "q_expert", "q_policy", "q_still")}
+    res["expert_above_still"] = float((out["q_expert"][steps] > out["q_still"][steps]).mean())
+    return res
 
 
 def probe(config: str, weights: dict[str, str], task: str, data: Rollouts) -> dict[str, dict]:
-    """Scores per weights label ("random init" first): position R^2 / RMSE (cm) and reward fit."""
+    """Scores per weights label ("random init" first): position R^2 / RMSE (cm), reward fit and the
+    action values over all steps and over the progress steps."""
     results = {}
+    progress = progress_steps(task, data)
     for label, path in {"random init": "", **weights}.items():
-        z, reward = latent_and_reward(config, path, task, data)
-        r2, rmse = ridge_probe(z, data.positions, data.layout)
+        out = model_outputs(config, path, task, data)
+        r2, rmse = ridge_probe(out["z"], data.positions, data.layout)
         results[label] = {
             "r2": {n: None if np.isnan(v) else float(v) for n, v in zip(POSITIONS, r2)},
             "rmse_cm": {n: float(100 * v) for n, v in zip(POSITIONS, rmse)},
-            "reward": reward_fit(reward, data.reward),
+            "reward": reward_fit(out["reward"], data.reward),
+            "values_all_steps": action_values(out, np.ones(len(progress), bool)),
+            "values_progress_steps": action_values(out, progress),
         }
     return results
 
@@ -158,6 +219,26 @@ def to_markdown(results: dict[str, dict], task: str, data: Rollouts) -> str:
         cells = [f"{r['r2'][n]:.2f} ({r['rmse_cm'][n]:.1f})" for n in names]
         fit = [f"{v:.2f}" if v is not None else "-" for v in (r["reward"]["corr"], r["reward"]["r2"])]
         lines.append(f"| {label} | " + " | ".join(cells + fit) + " |")
+    lines += [
+        "",
+        "Action values (Q: the ensemble's minimum): all steps, and the progress steps, whose expert "
+        f"action brought the task >= {100 * PROGRESS_MIN_M:.0f} cm closer to done (push: the cube to the "
+        "goal).",
+        "",
+        "| weights | steps | V | Q(expert) | Q(policy) | Q(still) | Q(expert) > Q(still) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, r in results.items():
+        for which in ("all_steps", "progress_steps"):
+            v = r[f"values_{which}"]
+            if v["steps"]:
+                cells = [f"{v[k]:.3f}" for k in ("v", "q_expert", "q_policy", "q_still")]
+                share = f"{100 * v['expert_above_still']:.0f} %"
+                lines.append(
+                    f"| {label} | {which.replace('_steps', '')} ({v['steps']}) | "
+                    + " | ".join([*cells, share])
+                    + " |"
+                )
     std = data.positions[:, [POSITIONS.index(n) for n in names]].std(0)
     lines += ["", "Spread of each position over all probe steps (cm): "
               + ", ".join(f"{n} {100 * s:.1f}" for n, s in zip(names, std))]  # fmt: skip
