@@ -5,9 +5,11 @@ trains or evaluates on (seeds 50_000..), encodes every observation (camera + TCP
 given weights and with a freshly initialised model of the same config, and fits a ridge-regression
 probe from the latent to the TCP, cube and goal positions on 3/4 of the layouts, scored on the
 other 1/4 (R^2 and RMSE in cm; split by layout, so a latent that memorised its layouts scores
-nothing). It also scores the reward head against the sim's reward on the same steps. A latent
+nothing). It also scores the reward head against the sim's reward on the same steps, and reports
+how the Q-ensemble values the expert's action against the policy's and standing still, over all
+steps and over the "progress" steps whose action brought the task >= 1 cm closer to done. A latent
 that decodes the cube and the goal on unseen layouts holds what the task needs from the camera;
-a policy that still fails then fails for another reason.
+a policy that still fails then fails for another reason, which the action values may show.
 
     python -m fowm_bringup.probe --run artifacts/ros_demo --task push
     python -m fowm_bringup.probe --config fowm_config.yaml --weights mine=W.safetensors --task push
