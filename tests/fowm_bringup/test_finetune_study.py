@@ -1,6 +1,7 @@
 """The finetuning study on a (tiny) finished demo run: the run's config, weights and offline bags are
 what it starts from, the chosen policy is who acts online, the overrides reach the finetuning, and a
-directory that is not a demo run is refused before any work. (The study's figures are in the README.)"""
+directory that is not a demo run is refused before any work. (The study's figures are in
+docs/experiments.md.)"""
 
 from __future__ import annotations
 

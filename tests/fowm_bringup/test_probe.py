@@ -1,7 +1,7 @@
 """The latent probe: its ridge fit scores what features carry on held-out layouts (and nothing for
 features that only memorise their layouts), and the command runs the real sim and model on a demo
 run's layout, comparing its weights with a fresh model of the same config. (Its figures on make
-demo's weights are in the README.)"""
+demo's weights are in docs/experiments.md, "What the camera model knows, and what it does on push".)"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Push's reward: its action term follows SimConfig.push_action_penalty, and with FOWM's coefficient
 (0.15) on this sim's layouts and 0.16 s decisions, standing still is worth more than the scripted
 expert's perfect push at the agent's discount (0.9); at our default it is not. That is why push's
-default coefficient differs from FOWM's (README, "Why push did not succeed")."""
+default coefficient differs from FOWM's (docs/experiments.md, "Why push did not succeed")."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ ONLINE_SEED_BASE = 1_000
 def sim_state(task_state: dict[str, float]) -> np.ndarray:
     """The sim-state observation (19,): TCP, gripper, cube and goal positions and the three
     differences the tasks' rewards depend on (goal - TCP, goal - cube, cube - TCP). Given positions
-    alone, the model needed ~6x more updates to learn reach (see the README)."""
+    alone, the model needed ~6x more updates to learn reach (see docs/experiments.md)."""
     tcp, cube, goal = (np.array([task_state[f"{n}_{a}"] for a in "xyz"]) for n in ("tcp", "cube", "goal"))
     return np.concatenate(
         [tcp, [task_state["gripper"]], cube, goal, goal - tcp, goal - cube, cube - tcp]

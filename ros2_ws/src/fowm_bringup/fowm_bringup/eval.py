@@ -66,7 +66,7 @@ class EvalConfig:
     overrides: tuple[str, ...] = ()
     """Preset overrides (key=value) for both modes, as make demo's --set."""
     # make demo's data and pretraining budget: with 40 demonstrations the camera model memorises its
-    # 40 reach goals (README, "Why 200 demonstrations"); ~16 min per run on a 2-core CPU.
+    # 40 reach goals (docs/experiments.md, "Why 200 demonstrations"); ~16 min per run on a 2-core CPU.
     offline_episodes: int = 200
     offline_updates: int = 6000
     online_episodes: int = 10

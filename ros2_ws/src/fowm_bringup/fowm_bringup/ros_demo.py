@@ -81,7 +81,7 @@ class RosDemoConfig:
     offline_episodes: int = 200
     """Scripted 'medium' episodes recorded by fowm-collect (~22 MB of bags each: full 640x480 frames).
     From the camera, 40 episodes (40 goals) were memorised: their pretrained agent reached 95 % of
-    the training goals and 55 % of held-out ones; with 200 the two agree (65-85 %, README)."""
+    the training goals and 55 % of held-out ones; with 200 the two agree (65-85 %, docs/experiments.md)."""
     offline_updates: int = 6000
     """Gradient updates of fowm-pretrain (6000: ~8 min on a 2-core CPU; 2500 gave a worse pretrained
     agent, 50 % / -3.09 against 60 % / -2.25 on reach)."""
@@ -93,7 +93,7 @@ class RosDemoConfig:
     """Start the trainer from fowm-pretrain's checkpoint (`init_checkpoint`: its Adam state too, unless
     the config's schedule.fresh_online_optimisers), as the official code continues its offline agent;
     False (the sim graph's default, `pretrain_checkpoint:=''`): from the weights, with new optimisers.
-    Measured on reach, one run each (README): 60 % (-1.70) resumed against 80 % (-1.52) new."""
+    Measured on reach, one run each (docs/experiments.md): 60 % (-1.70) resumed against 80 % (-1.52) new."""
     eval_episodes: int = 10
     """Evaluation episodes per policy, on held-out seeds 10000, 10001, ..."""
     seed: int = 1

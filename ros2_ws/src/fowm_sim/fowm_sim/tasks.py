@@ -7,7 +7,7 @@ Rewards follow FOWM's xArm tasks:
          FOWM's c is 0.15; ours is SimConfig.push_action_penalty, 0.02 by default: on our layouts
          and 0.16 s decisions, at c = 0.15 standing still has a higher discounted return (gamma 0.9)
          than the scripted expert's perfect push, so an agent that optimises the reward should not push
-         (README, "Why push did not succeed").
+         (docs/experiments.md, "Why push did not succeed").
 - lift:  r = -||tcp - cube|| + 2 min(h / 0.15, 1), h = cube height gained over its start;
          success when the cube is 15 cm above where it started.
 """
