@@ -1,5 +1,5 @@
-"""One controlled online-finetuning experiment on a finished `make demo` run (the README's table
-"Where the dip comes from" is a list of these).
+"""One controlled online-finetuning experiment on a finished `make demo` run (the table in
+docs/experiments.md, "Where the dip comes from", is a list of these).
 
     python -m fowm_bringup.finetune_study --run artifacts/demo [--set optim.lr=1e-4 ...]
         [--online-policy planner|expert|random] [--episodes 10] [--eval-episodes 20] [--seed 1001]
@@ -31,7 +31,6 @@ from fowm_bringup.demo import prior_policy
 from fowm_bringup.ros_demo import Layout
 
 POLICIES = ("planner", "expert", "random")
-EXPERT_NOISE = 0.6  # fowm-collect's "medium" reach level: the offline data's own behaviour
 # WorldModel state_dict prefixes of each head group `--restore` can put back (EMA targets included)
 RESTORABLE = {
     "qs": ("qs.", "target.qs."),
@@ -90,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     from fowm_core.runtime import configure_process
     from fowm_core.training import evaluate, finetune_online
     from fowm_core.weights import load_weights_into
+    from fowm_sim.collect import PRESETS
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
     from fowm_trainer.ingest import ACTION_DIM, BagIngestor, observation_spec
@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
     env = XArmTaskEnv(task)
     rng = np.random.default_rng(a.seed)
     expert = scripted_expert(task)
+    expert_noise = PRESETS["medium"][task][0]  # fowm-collect's "medium" level: the offline data's behaviour
     collect = {
         "planner": None,
-        "expert": lambda _obs, _first: expert(env, rng, EXPERT_NOISE),
+        "expert": lambda _obs, _first: expert(env, rng, expert_noise),
         "random": lambda _obs, _first: rng.uniform(-1.0, 1.0, ACTION_DIM).astype(np.float32),
     }[a.online_policy]
     seeds = [a.eval_first_seed + i for i in range(a.eval_episodes)]
