@@ -225,14 +225,29 @@ def test_every_path_trains_with_the_presets_section_for_its_task(tmp_path):
     in-process runs (make eval, make demo-inprocess) resolve the same config: realtime-cpu fits the
     reward head to the online rows on lift, not on reach; --set still wins."""
     from fowm_bringup.demo import DemoConfig, resolved_config
-    from fowm_bringup.ros_demo import RosDemoConfig, write_model_config
+    from fowm_bringup.ros_demo import (
+        Layout, RosDemoConfig, planner_parameters, trainer_parameters, write_model_config,
+    )  # fmt: skip
     from fowm_core.config import load_config
+    from fowm_planner.config import PlannerNodeConfig
+    from fowm_trainer.trainer_node import TrainerNodeConfig
 
     for task, weight in (("reach", 0.0), ("lift", 1.0)):
         path = tmp_path / f"{task}.yaml"
         write_model_config(RosDemoConfig(task=task, device="cpu"), path)
         assert load_config(str(path)).optim.online_reward_weight == weight
         assert resolved_config(DemoConfig(tasks=("reach", "lift")), task).optim.online_reward_weight == weight
+    # The planner and trainer make demo starts are told the run's task (their logs name it) and
+    # build the run file's config from it.
+    layout = Layout(tmp_path)
+    write_model_config(RosDemoConfig(task="lift", device="cpu"), layout.config)
+    weights = tmp_path / "w.safetensors"
+    params = planner_parameters(layout, weights, "lift", explore=False)
+    params.pop("use_sim_time")  # rclpy's own parameter, not the node's config
+    planner = PlannerNodeConfig(**params)
+    trainer = TrainerNodeConfig(**trainer_parameters(layout, weights, "lift"))
+    assert planner.task == trainer.task == "lift"
+    assert planner.fowm_config() == trainer.fowm_config() == load_config(str(layout.config))
     forced = RosDemoConfig(task="lift", device="cpu", overrides=("optim.online_reward_weight=0",))
     write_model_config(forced, tmp_path / "forced.yaml")
     assert load_config(str(tmp_path / "forced.yaml")).optim.online_reward_weight == 0.0

@@ -202,22 +202,26 @@ def run_cli(args: list[str], what: str) -> None:
 # -- stage 3: online finetuning through the sim graph --------------------------------------------
 
 
-def planner_parameters(layout: Layout, weights: Path, **extra: Any) -> dict[str, Any]:
+def planner_parameters(layout: Layout, weights: Path, task: str, **extra: Any) -> dict[str, Any]:
+    """The planner node's parameters for this run. `task` only names the run's task in the node's
+    log and diagnostics: the run's config file already holds the preset's section for it."""
     return {
-        "preset": str(layout.config), "weights_file": str(weights), "key_file": str(layout.key),
+        "preset": str(layout.config), "task": task, "weights_file": str(weights), "key_file": str(layout.key),
         "require_signature": True, "clock_mode": "lockstep", "use_sim_time": True, "autostart": False,
         **extra,
     }  # fmt: skip
 
 
-def trainer_parameters(layout: Layout, weights: Path, resume_optimisers: bool = False) -> dict[str, Any]:
+def trainer_parameters(
+    layout: Layout, weights: Path, task: str, resume_optimisers: bool = False
+) -> dict[str, Any]:
     """The trainer node's parameters (fowm_trainer.trainer_node.TrainerNodeConfig) for this run: it
     starts from `weights` with new optimisers, or (`resume_optimisers`) from fowm-pretrain's
-    checkpoint next to them, its Adam state included."""
+    checkpoint next to them, its Adam state included. `task` as in `planner_parameters`."""
     from fowm_trainer.pretrain import CHECKPOINT
 
     return {
-        "preset": str(layout.config), "offline_dirs": [str(layout.offline_bags)],
+        "preset": str(layout.config), "task": task, "offline_dirs": [str(layout.offline_bags)],
         "online_dir": str(layout.online_bags), "init_weights": str(weights), "key_file": str(layout.key),
         "init_checkpoint": str(weights.parent / CHECKPOINT) if resume_optimisers else "",
         "checkpoint": str(layout.trainer / "checkpoint.pt"), "planner_node": f"/{PLANNER}",
@@ -241,9 +245,9 @@ def finetune_online(
         )
     overrides = {
         SIM: {"task": cfg.task, "seed": ONLINE_SEED_BASE + cfg.seed, "clock_mode": "lockstep"},
-        PLANNER: planner_parameters(layout, weights, explore=True, pause_after_episode=True),
+        PLANNER: planner_parameters(layout, weights, cfg.task, explore=True, pause_after_episode=True),
         RECORDER: {"output_dir": str(layout.online_bags)},
-        TRAINER: trainer_parameters(layout, weights, cfg.resume_optimisers),
+        TRAINER: trainer_parameters(layout, weights, cfg.task, cfg.resume_optimisers),
     }
     episodes: list[dict[str, Any]] = []
     killed_after: int | None = None
@@ -382,7 +386,7 @@ def evaluate_through_planner(
     graph = GRAPHS[EVAL_GRAPH]
     overrides = {
         SIM: {"task": cfg.task, "seed": EVAL_SEED_BASE, "clock_mode": "lockstep"},
-        PLANNER: planner_parameters(layout, weights, policy=policy, explore=False),
+        PLANNER: planner_parameters(layout, weights, cfg.task, policy=policy, explore=False),
     }
     monitor.events.clear()
     monitor.capture(gif is not None)
