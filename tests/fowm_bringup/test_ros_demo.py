@@ -226,8 +226,12 @@ def test_every_path_trains_with_the_presets_section_for_its_task(tmp_path):
     reward head to the online rows on lift, not on reach; --set still wins."""
     from fowm_bringup.demo import DemoConfig, resolved_config
     from fowm_bringup.ros_demo import (
-        Layout, RosDemoConfig, planner_parameters, trainer_parameters, write_model_config,
-    )  # fmt: skip
+        Layout,
+        RosDemoConfig,
+        planner_parameters,
+        trainer_parameters,
+        write_model_config,
+    )
     from fowm_core.config import load_config
     from fowm_planner.config import PlannerNodeConfig
     from fowm_trainer.trainer_node import TrainerNodeConfig
