@@ -204,7 +204,7 @@ def run_cli(args: list[str], what: str) -> None:
 
 def planner_parameters(layout: Layout, weights: Path, task: str, **extra: Any) -> dict[str, Any]:
     """The planner node's parameters for this run. `task` only names the run's task in the node's
-    log and diagnostics: the run's config file already holds the preset's section for it."""
+    startup log: the run's config file already holds the preset's section for it."""
     return {
         "preset": str(layout.config), "task": task, "weights_file": str(weights), "key_file": str(layout.key),
         "require_signature": True, "clock_mode": "lockstep", "use_sim_time": True, "autostart": False,
