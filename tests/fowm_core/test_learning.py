@@ -4,9 +4,9 @@ balanced sampler makes one of the bars fail.
 
 The demonstrator aims 0.2 beside the goal, so the data rarely ends on the goal and the model
 must extrapolate the reward near the goal; online episodes, planned by the agent itself, fill
-that gap (training offline for as many more updates instead gains much less: see README).
-Thresholds come from runs of seeds 0-3 on 2026-11-21 (2-core CPU), listed in the README.
-Re-measure with FOWM_LEARNING_SEED=<n> pytest tests/fowm_core/test_learning.py -s.
+that gap (training offline for as many more updates instead gained much less when measured; those
+runs are not written up). Thresholds come from runs of seeds 0-3 on 2026-11-21 (2-core CPU), which
+were not kept either. Re-measure with FOWM_LEARNING_SEED=<n> pytest tests/fowm_core/test_learning.py -s.
 """
 
 from __future__ import annotations
