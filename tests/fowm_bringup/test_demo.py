@@ -133,7 +133,7 @@ def test_policy_prior_stays_alive_when_pretrained_on_sim_push_data(mode, one_tor
     from fowm_core.buffer import EpisodeBuffer
     from fowm_core.config import load_config
     from fowm_core.training import collect_episode, pretrain_offline
-    from fowm_sim.collect import PRESETS
+    from fowm_sim.collect import medium_noise
     from fowm_sim.config import SimConfig
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
@@ -143,7 +143,7 @@ def test_policy_prior_stays_alive_when_pretrained_on_sim_push_data(mode, one_tor
     expert, rng = scripted_expert("push"), np.random.default_rng(0)
     buf = EpisodeBuffer(env.spec(), 4, 21 * 26, 5)
     for i in range(20):
-        noisy_expert = lambda _o, _f: expert(sim, rng, PRESETS["medium"]["push"][0])  # noqa: E731
+        noisy_expert = lambda _o, _f: expert(sim, rng, medium_noise("push"))  # noqa: E731
         buf.add(collect_episode(None, env, False, seed=i, policy=noisy_expert))
     sim.close()
     agent = FOWMAgent(load_config("realtime-cpu", {"mode": mode, "optim": {"compile": False}}), env.spec(), 4)

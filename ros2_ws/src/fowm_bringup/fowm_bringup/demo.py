@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fowm_sim.collect import PRESETS
+from fowm_sim.collect import medium_noise
 
 if TYPE_CHECKING:
     from fowm_core.specs import ObservationSpec
@@ -183,7 +183,7 @@ def run_task(task: str, cfg: DemoConfig, out: Path) -> dict:
     # 1. Scripted "medium" data: a noisy expert, so the data holds successes and failures.
     t0 = time.perf_counter()
     expert = scripted_expert(task)
-    noise = PRESETS["medium"][task][0] if cfg.expert_noise is None else cfg.expert_noise
+    noise = medium_noise(task) if cfg.expert_noise is None else cfg.expert_noise
     rng = np.random.default_rng(cfg.seed)
     data_success = []
     for i in tqdm(range(cfg.offline_episodes), desc=f"{task}: collect", disable=not cfg.progress):

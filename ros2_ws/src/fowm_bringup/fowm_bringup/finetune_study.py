@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     from fowm_core.runtime import configure_process
     from fowm_core.training import evaluate, finetune_online
     from fowm_core.weights import load_weights_into
-    from fowm_sim.collect import PRESETS
+    from fowm_sim.collect import medium_noise
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
     from fowm_trainer.ingest import ACTION_DIM, BagIngestor, observation_spec
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     env = XArmTaskEnv(task)
     rng = np.random.default_rng(a.seed)
     expert = scripted_expert(task)
-    expert_noise = PRESETS["medium"][task][0]  # fowm-collect's "medium" level: the offline data's behaviour
+    expert_noise = medium_noise(task)  # the offline data's own behaviour
     collect = {
         "planner": None,
         "expert": lambda _obs, _first: expert(env, rng, expert_noise),

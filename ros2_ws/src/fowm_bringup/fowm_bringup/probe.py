@@ -47,11 +47,11 @@ def collect(task: str, layouts: int, noise: float | None = None, progress: bool 
     """The scripted expert's episodes on `layouts` layouts (seeds SEED_BASE..), every step kept."""
     from tqdm import tqdm
 
-    from fowm_sim.collect import PRESETS
+    from fowm_sim.collect import medium_noise
     from fowm_sim.env import XArmTaskEnv
     from fowm_sim.experts import scripted_expert
 
-    noise = PRESETS["medium"][task][0] if noise is None else noise
+    noise = medium_noise(task) if noise is None else noise
     env, expert = XArmTaskEnv(task), scripted_expert(task)
     rng = np.random.default_rng(SEED_BASE)
     rows: dict[str, list] = {k: [] for k in ("rgb", "state", "positions", "layout", "reward", "action")}

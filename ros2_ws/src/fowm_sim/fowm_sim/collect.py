@@ -48,6 +48,11 @@ PRESETS: dict[str, dict[str, tuple[float, ...]]] = {
 SUMMARY_FILE = "collect_summary.json"
 
 
+def medium_noise(task: str) -> float:
+    """The expert's action-noise std of the "medium" preset for `task`: the default data's behaviour."""
+    return PRESETS["medium"][task][0]
+
+
 @dataclass
 class CollectConfig:
     """One fowm-collect run."""
